@@ -1,0 +1,58 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/tokend/tokend/internal/socket"
+)
+
+// defaultSocket is the socket path of the daemon's default config.
+func defaultSocket() string {
+	if p := os.Getenv("TOKEND_SOCKET"); p != "" {
+		return p
+	}
+	if d := os.Getenv("RUNTIME_DIRECTORY"); d != "" {
+		return d + "/tokend.sock"
+	}
+	return "/run/tokend/tokend.sock"
+}
+
+func cmdToken(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("token", stderr)
+	path := fs.String("socket", defaultSocket(), "tokend's Unix socket ($TOKEND_SOCKET)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return usage("usage: tokend token [-socket S] CHANNEL")
+	}
+	tok, err := socket.NewClient(*path).Token(ctx, fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	_, err = io.WriteString(stdout, tok)
+	return err
+}
+
+func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("status", stderr)
+	path := fs.String("socket", defaultSocket(), "tokend's Unix socket ($TOKEND_SOCKET)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usage("usage: tokend status [-socket S]")
+	}
+	st, err := socket.NewClient(*path).Status(ctx)
+	if err != nil {
+		return err
+	}
+	if err := socket.WriteStatusTable(stdout, st, time.Now()); err != nil {
+		return fmt.Errorf("write table: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,66 @@
+package main
+
+import (
+	"context"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/tokend/tokend/internal/config"
+	"github.com/tokend/tokend/internal/daemon"
+)
+
+func loadConfig(path string) (*config.Config, error) {
+	cfg, err := config.Load(path)
+	if err != nil {
+		return nil, usage("%w", err)
+	}
+	return cfg, nil
+}
+
+func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("run", stderr)
+	path := fs.String("config", config.DefaultPath(), "config file")
+	once := fs.Bool("once", false, "one pass (issue, rotate, revoke, publish what is due), then exit: 0 if every channel holds a valid token")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usage("unexpected argument %q", fs.Arg(0))
+	}
+	cfg, err := loadConfig(*path)
+	if err != nil {
+		return err
+	}
+	return runDaemon(ctx, cfg, *path, *once, daemon.Options{})
+}
+
+// runDaemon runs a loaded config as the daemon or as one pass; `dev` uses it too.
+func runDaemon(ctx context.Context, cfg *config.Config, path string, once bool, o daemon.Options) error {
+	reload := make(chan struct{}, 1)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for range hup {
+			select {
+			case reload <- struct{}{}:
+			default: // a reload is already pending
+			}
+		}
+	}()
+	o.Version = Version()
+	o.ConfigPath = path
+	o.Reload = reload
+	d, err := daemon.New(cfg, o)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	defer d.Logger().Sync() //nolint:errcheck // stderr sync fails on some terminals
+	if once {
+		return d.Once(ctx)
+	}
+	return d.Run(ctx)
+}

@@ -1,0 +1,311 @@
+// Package daemon assembles tokend from its parts (config, keys, store, LINE
+// client, rotator, socket, metrics, systemd notifications) and runs it: as
+// the long-running service, or as one pass for cron.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	sddaemon "github.com/coreos/go-systemd/v22/daemon"
+	"github.com/jonboulle/clockwork"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/tokend/tokend/internal/config"
+	"github.com/tokend/tokend/internal/hooks"
+	"github.com/tokend/tokend/internal/metrics"
+	"github.com/tokend/tokend/internal/oauth"
+	"github.com/tokend/tokend/internal/rotator"
+	"github.com/tokend/tokend/internal/socket"
+	"github.com/tokend/tokend/internal/store"
+)
+
+// SetupError is a problem with configuration or the environment found before
+// the daemon starts (bad config, unreadable key, state_dir in use). The
+// command line exits 2 for it.
+type SetupError struct{ Err error }
+
+func (e *SetupError) Error() string { return e.Err.Error() }
+func (e *SetupError) Unwrap() error { return e.Err }
+
+func setupErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &SetupError{Err: err}
+}
+
+// Options are what the command line passes in besides the config.
+type Options struct {
+	Version    string
+	Logger     *zap.Logger      // nil: built from the config's log section
+	Level      *zap.AtomicLevel // with Logger: the level a reload may change
+	Clock      clockwork.Clock  // nil: real clock
+	HTTPClient *http.Client     // nil: oauth's default
+	// Notify sends a systemd notification; nil: sd_notify to $NOTIFY_SOCKET.
+	Notify func(state string)
+	// Reload delivers reload requests (SIGHUP); nil: never reloads.
+	Reload <-chan struct{}
+	// ConfigPath is reloaded on each Reload signal.
+	ConfigPath string
+	Retry      rotator.Retry
+}
+
+// Daemon is a configured tokend ready to run.
+type Daemon struct {
+	cfg     *config.Config
+	opts    Options
+	log     *zap.Logger
+	level   *zap.AtomicLevel
+	store   *store.Store
+	client  *oauth.Client
+	metrics *metrics.Metrics
+	rot     *rotator.Rotator
+}
+
+// NewLogger builds the zap logger described by the config's log section.
+func NewLogger(l config.Log) (*zap.Logger, *zap.AtomicLevel, error) {
+	level, err := zap.ParseAtomicLevel(l.Level)
+	if err != nil {
+		return nil, nil, fmt.Errorf("log.level: %w", err)
+	}
+	zc := zap.NewProductionConfig()
+	zc.Level = level
+	zc.Sampling = nil
+	zc.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
+	zc.EncoderConfig.TimeKey = "time"
+	zc.DisableStacktrace = true
+	if l.Format == "console" {
+		zc.Encoding = "console"
+		zc.EncoderConfig.EncodeLevel = zapcore.CapitalLevelEncoder
+	}
+	log, err := zc.Build()
+	if err != nil {
+		return nil, nil, err
+	}
+	return log, &level, nil
+}
+
+// New checks everything the daemon needs (keys, state directory, LINE base
+// URL) and opens the store. Problems come back as *SetupError.
+func New(cfg *config.Config, o Options) (*Daemon, error) {
+	d := &Daemon{cfg: cfg, opts: o, log: o.Logger, level: o.Level}
+	if d.log == nil {
+		log, level, err := NewLogger(cfg.Log)
+		if err != nil {
+			return nil, setupErr(err)
+		}
+		d.log, d.level = log, level
+	}
+	if o.Clock == nil {
+		d.opts.Clock = clockwork.NewRealClock()
+	}
+	if o.Notify == nil {
+		d.opts.Notify = func(state string) { _, _ = sddaemon.SdNotify(false, state) }
+	}
+	channels, err := Channels(cfg)
+	if err != nil {
+		return nil, setupErr(err)
+	}
+	client, err := oauth.NewClient(oauth.Options{
+		BaseURL:    cfg.LINE.BaseURL,
+		HTTPClient: o.HTTPClient,
+		Timeout:    cfg.LINE.Timeout,
+		UserAgent:  "tokend/" + o.Version,
+	})
+	if err != nil {
+		return nil, setupErr(fmt.Errorf("line.base_url: %w", err))
+	}
+	d.client = client
+	st, err := store.Open(cfg.StateDir)
+	if err != nil {
+		return nil, setupErr(fmt.Errorf("state_dir: %w", err))
+	}
+	d.store = st
+	d.metrics = metrics.New()
+	d.rot, err = rotator.New(channels, rotator.Options{
+		LINE:        client,
+		Store:       st,
+		Clock:       d.opts.Clock,
+		Logger:      d.log.Named("rotator"),
+		Metrics:     d.metrics,
+		MaxInFlight: cfg.LINE.MaxInFlight,
+		Retry:       o.Retry,
+		StopTimeout: cfg.LINE.Timeout + 5*time.Second,
+	})
+	if err != nil {
+		st.Close()
+		return nil, setupErr(err)
+	}
+	return d, nil
+}
+
+// Channels turns the config's channels into the rotator's, loading every
+// private key; all problems are reported together.
+func Channels(cfg *config.Config) ([]rotator.Channel, error) {
+	var out []rotator.Channel
+	var errs []error
+	for i, ch := range cfg.Channels {
+		rc := rotator.Channel{
+			ID: ch.ID, Name: ch.Name, Kind: string(ch.Kind), KeyID: ch.KeyID,
+			Secret:   string(ch.ChannelSecret),
+			TokenTTL: ch.TokenTTL, RotateBefore: ch.RotateBefore, RevokeAfter: ch.RevokeAfter,
+			ReconcileEvery: ch.ReconcileEvery, Jitter: ch.Jitter,
+		}
+		if ch.PrivateKeyFile != "" {
+			key, err := oauth.LoadPrivateKey(ch.PrivateKeyFile)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("channels[%d].private_key_file: %w", i, err))
+			}
+			rc.Key = key
+		}
+		for _, o := range ch.Outputs {
+			rc.Outputs = append(rc.Outputs, rotator.Output{Path: o.Path, Format: o.Format, Mode: o.Mode})
+		}
+		for _, h := range ch.OnRotate {
+			rc.Hooks = append(rc.Hooks, hooks.Spec{Exec: h.Exec, Signal: h.Signal, PIDFile: h.PIDFile, Timeout: h.Timeout})
+		}
+		out = append(out, rc)
+	}
+	return out, errors.Join(errs...)
+}
+
+// Rotator returns the daemon's rotator (for tests and the socket).
+func (d *Daemon) Rotator() *rotator.Rotator { return d.rot }
+
+// Logger returns the daemon's logger.
+func (d *Daemon) Logger() *zap.Logger { return d.log }
+
+// Close releases the store.
+func (d *Daemon) Close() error { return d.store.Close() }
+
+// Once makes one pass (tokend run -once).
+func (d *Daemon) Once(ctx context.Context) error {
+	return d.rot.RunOnce(ctx)
+}
+
+// Run is the daemon: rotator, socket, metrics listener, systemd
+// notifications and reloads, until ctx is done (then nil) or a part fails.
+func (d *Daemon) Run(ctx context.Context) error {
+	var ln net.Listener
+	if d.cfg.Socket.Path != "" {
+		var err error
+		ln, err = socket.Listen(d.cfg.Socket.Path, d.cfg.Socket.Mode)
+		if err != nil {
+			return setupErr(fmt.Errorf("socket.path: %w", err))
+		}
+	}
+	var mln net.Listener
+	if d.cfg.MetricsListen != "" {
+		var err error
+		mln, err = net.Listen("tcp", d.cfg.MetricsListen)
+		if err != nil {
+			if ln != nil {
+				ln.Close()
+			}
+			return setupErr(fmt.Errorf("metrics_listen: %w", err))
+		}
+	}
+	log := d.log.Named("daemon")
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return d.rot.Run(ctx) })
+	if ln != nil {
+		h := socket.NewHandler(d.rot, socket.HandlerOptions{
+			Metrics: d.metrics.Handler(), AllowedUIDs: d.cfg.Socket.AllowedUIDs, Logger: d.log.Named("socket"),
+		})
+		g.Go(func() error { return socket.Serve(ctx, ln, h) })
+	}
+	if mln != nil {
+		g.Go(func() error { return socket.Serve(ctx, mln, socket.NewMetricsHandler(d.rot, d.metrics.Handler())) })
+	}
+	g.Go(func() error {
+		select {
+		case <-d.rot.ReadyC():
+			log.Info("every channel holds a valid token; ready")
+			d.opts.Notify(sddaemon.SdNotifyReady)
+		case <-ctx.Done():
+		}
+		return nil
+	})
+	if wd, err := sddaemon.SdWatchdogEnabled(false); err == nil && wd > 0 {
+		g.Go(func() error { return d.watchdog(ctx, wd/2) })
+	}
+	g.Go(func() error { return d.reloads(ctx) })
+	log.Info("tokend started", zap.String("version", d.opts.Version), zap.Int("channels", len(d.cfg.Channels)),
+		zap.String("state_dir", d.cfg.StateDir), zap.String("socket", d.cfg.Socket.Path))
+	err := g.Wait()
+	d.opts.Notify(sddaemon.SdNotifyStopping)
+	log.Info("tokend stopped")
+	return err
+}
+
+func (d *Daemon) watchdog(ctx context.Context, every time.Duration) error {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			d.opts.Notify(sddaemon.SdNotifyWatchdog)
+		}
+	}
+}
+
+// reloads applies the config file again on every reload request. A config
+// that does not load is rejected and the running one stays in force.
+func (d *Daemon) reloads(ctx context.Context) error {
+	log := d.log.Named("daemon")
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-d.opts.Reload:
+		}
+		d.opts.Notify(sddaemon.SdNotifyReloading + "\n" + sddaemon.SdNotifyMonotonicUsec())
+		if err := d.reload(); err != nil {
+			log.Error("reload rejected; the running configuration stays in force", zap.Error(err))
+		} else {
+			log.Info("configuration reloaded", zap.Int("channels", len(d.cfg.Channels)))
+		}
+		d.opts.Notify(sddaemon.SdNotifyReady)
+	}
+}
+
+func (d *Daemon) reload() error {
+	cfg, err := config.Load(d.opts.ConfigPath)
+	if err != nil {
+		return err
+	}
+	channels, err := Channels(cfg)
+	if err != nil {
+		return err
+	}
+	if err := d.rot.Reload(channels); err != nil {
+		return err
+	}
+	log := d.log.Named("daemon")
+	for _, ch := range []struct{ name, old, new string }{
+		{"state_dir", d.cfg.StateDir, cfg.StateDir},
+		{"socket.path", d.cfg.Socket.Path, cfg.Socket.Path},
+		{"metrics_listen", d.cfg.MetricsListen, cfg.MetricsListen},
+		{"line.base_url", d.cfg.LINE.BaseURL, cfg.LINE.BaseURL},
+	} {
+		if ch.old != ch.new {
+			log.Warn("setting changes only on restart", zap.String("key", ch.name))
+		}
+	}
+	if d.level != nil {
+		if lvl, err := zapcore.ParseLevel(cfg.Log.Level); err == nil {
+			d.level.SetLevel(lvl)
+		}
+	}
+	d.cfg = cfg
+	return nil
+}

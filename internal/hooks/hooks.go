@@ -1,0 +1,303 @@
+// Package hooks runs a channel's on_rotate hooks after tokend has published
+// a new token: a program to execute (argv, no shell) or a signal to send to
+// a process named by a pid file. Hooks learn about the new token through
+// environment variables that carry where it was written, never the token.
+package hooks
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// DefaultTimeout bounds a hook whose Spec has no Timeout.
+const DefaultTimeout = 30 * time.Second
+
+// outputTail is how many trailing bytes of a hook's stdout and of its
+// stderr are kept for the log.
+const outputTail = 4 << 10
+
+// waitDelay bounds how long Run waits, after an exec hook's process exited
+// or was killed, for processes it left behind to close its stdout/stderr.
+const waitDelay = 2 * time.Second
+
+// maxPIDFile is the most of a pid file Run reads; a pid is a few digits.
+const maxPIDFile = 64
+
+// Spec is one hook: Exec (argv) or Signal with PIDFile, never both.
+type Spec struct {
+	Exec    []string      // program and arguments, run without a shell
+	Signal  string        // HUP, USR1, USR2, TERM or INT ("SIGHUP" too)
+	PIDFile string        // file holding the pid to signal
+	Timeout time.Duration // exec only; 0: DefaultTimeout
+}
+
+// Event describes the rotation that triggers the hooks.
+type Event struct {
+	ChannelID string
+	Name      string    // "" if the channel has no name
+	Outputs   []string  // paths of the channel's file outputs
+	ExpiresAt time.Time // of the new token
+}
+
+// Kind names what the hook does: "exec", "signal" or "invalid".
+func (s Spec) Kind() string {
+	switch {
+	case len(s.Exec) > 0 && s.Signal == "" && s.PIDFile == "":
+		return "exec"
+	case len(s.Exec) == 0 && (s.Signal != "" || s.PIDFile != ""):
+		return "signal"
+	}
+	return "invalid"
+}
+
+// Run runs specs one after another, in order, each to completion (or to its
+// timeout) before the next. A failing hook does not stop the following
+// ones: each failure is logged as one warning and Run returns them all,
+// joined. log may be nil.
+func Run(ctx context.Context, specs []Spec, ev Event, log *zap.Logger) error {
+	if log == nil {
+		log = zap.NewNop()
+	}
+	label := ev.Name
+	if label == "" {
+		label = ev.ChannelID
+	}
+	var errs []error
+	for i, s := range specs {
+		start := time.Now()
+		var out *tails
+		var err error
+		switch s.Kind() {
+		case "exec":
+			out, err = runExec(ctx, s, ev)
+		case "signal":
+			err = sendSignal(s)
+		default:
+			err = errors.New("a hook needs either exec or signal with pid_file")
+		}
+		fields := []zap.Field{
+			zap.Int("hook", i), zap.String("kind", s.Kind()), zap.String("channel", label),
+			zap.Duration("duration", time.Since(start)),
+		}
+		fields = append(fields, out.fields()...)
+		if err != nil {
+			err = fmt.Errorf("hook %d (%s): %w", i, s.Kind(), err)
+			log.Warn("hook failed", append(fields, zap.Error(err))...)
+			errs = append(errs, err)
+			continue
+		}
+		log.Debug("hook ran", fields...)
+	}
+	return errors.Join(errs...)
+}
+
+// runExec runs an exec hook in its own process group, killed as a whole
+// when the timeout expires or ctx is done.
+func runExec(ctx context.Context, s Spec, ev Event) (*tails, error) {
+	if s.Exec[0] == "" {
+		return nil, errors.New("exec: empty program name")
+	}
+	timeout := s.Timeout
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	hctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+
+	cmd := exec.CommandContext(hctx, s.Exec[0], s.Exec[1:]...)
+	cmd.Env = Environ(os.Environ(), ev)
+	cmd.Stdin = nil // /dev/null
+	out := &tails{}
+	cmd.Stdout, cmd.Stderr = &out.stdout, &out.stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error {
+		// The hook may have started children (a shell script does):
+		// kill the whole group, whose id is the leader's pid.
+		err := syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		if errors.Is(err, syscall.ESRCH) {
+			return os.ErrProcessDone
+		}
+		return err
+	}
+	cmd.WaitDelay = waitDelay
+
+	err := cmd.Run()
+	switch {
+	case err == nil:
+		return out, nil
+	case errors.Is(err, exec.ErrWaitDelay):
+		// The hook itself succeeded; something it started in the
+		// background kept its output open. Not the hook's failure.
+		return out, nil
+	case ctx.Err() != nil:
+		return out, fmt.Errorf("exec %s: canceled: %w", s.Exec[0], ctx.Err())
+	case errors.Is(hctx.Err(), context.DeadlineExceeded):
+		return out, fmt.Errorf("exec %s: timed out after %v; killed", s.Exec[0], timeout)
+	}
+	return out, fmt.Errorf("exec %s: %w", s.Exec[0], err)
+}
+
+// Environ returns the environment of an exec hook: base (the daemon's
+// environment) without any TOKEND_* or LINE_CHANNEL_ACCESS_TOKEN variable,
+// plus the variables describing ev:
+//
+//	TOKEND_CHANNEL_ID     the channel ID
+//	TOKEND_CHANNEL_NAME   its name ("" if none)
+//	TOKEND_OUTPUTS        the output paths, joined with ":"
+//	TOKEND_OUTPUT_0 ...   each output path
+//	TOKEND_EXPIRES_AT     the new token's expiry, RFC 3339 UTC
+//
+// The token itself is never in it: a hook reads it from an output.
+func Environ(base []string, ev Event) []string {
+	env := make([]string, 0, len(base)+5+len(ev.Outputs))
+	for _, kv := range base {
+		name, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(name, "TOKEND_") || name == "LINE_CHANNEL_ACCESS_TOKEN" {
+			continue
+		}
+		env = append(env, kv)
+	}
+	expires := ""
+	if !ev.ExpiresAt.IsZero() {
+		expires = ev.ExpiresAt.UTC().Format(time.RFC3339)
+	}
+	env = append(env,
+		"TOKEND_CHANNEL_ID="+ev.ChannelID,
+		"TOKEND_CHANNEL_NAME="+ev.Name,
+		"TOKEND_OUTPUTS="+strings.Join(ev.Outputs, ":"),
+		"TOKEND_EXPIRES_AT="+expires,
+	)
+	for i, p := range ev.Outputs {
+		env = append(env, "TOKEND_OUTPUT_"+strconv.Itoa(i)+"="+p)
+	}
+	return env
+}
+
+// signals maps the names a hook may use to signals.
+var signals = map[string]syscall.Signal{
+	"HUP":  syscall.SIGHUP,
+	"USR1": syscall.SIGUSR1,
+	"USR2": syscall.SIGUSR2,
+	"TERM": syscall.SIGTERM,
+	"INT":  syscall.SIGINT,
+}
+
+// ParseSignal maps "HUP", "SIGHUP", "hup"... to the signal.
+func ParseSignal(name string) (syscall.Signal, error) {
+	sig, ok := signals[strings.TrimPrefix(strings.ToUpper(name), "SIG")]
+	if !ok {
+		return 0, fmt.Errorf("unknown signal %q (want HUP, USR1, USR2, TERM or INT)", name)
+	}
+	return sig, nil
+}
+
+// ReadPID reads the process ID in path: a positive decimal integer,
+// surrounded by optional white space.
+func ReadPID(path string) (int, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, fmt.Errorf("pid file: %w", err)
+	}
+	defer f.Close()
+	buf, err := io.ReadAll(io.LimitReader(f, maxPIDFile+1))
+	if err != nil {
+		return 0, fmt.Errorf("pid file: %w", err)
+	}
+	if len(buf) > maxPIDFile {
+		return 0, fmt.Errorf("pid file %s is too long to hold a pid", path)
+	}
+	s := strings.TrimSpace(string(buf))
+	if s == "" {
+		return 0, fmt.Errorf("pid file %s is empty", path)
+	}
+	pid, err := strconv.Atoi(s)
+	if err != nil || pid <= 0 {
+		return 0, fmt.Errorf("pid file %s holds %q, not a positive integer", path, s)
+	}
+	return pid, nil
+}
+
+// sendSignal sends s.Signal to the process in s.PIDFile.
+func sendSignal(s Spec) error {
+	sig, err := ParseSignal(s.Signal)
+	if err != nil {
+		return fmt.Errorf("signal: %w", err)
+	}
+	if s.PIDFile == "" {
+		return errors.New("signal: no pid_file")
+	}
+	pid, err := ReadPID(s.PIDFile)
+	if err != nil {
+		return fmt.Errorf("signal: %w", err)
+	}
+	if err := syscall.Kill(pid, sig); err != nil {
+		return fmt.Errorf("signal %s to pid %d (from %s): %w", s.Signal, pid, s.PIDFile, err)
+	}
+	return nil
+}
+
+// tails keeps the end of a hook's stdout and stderr.
+type tails struct{ stdout, stderr tailBuffer }
+
+// fields logs the captured output, if any.
+func (t *tails) fields() []zap.Field {
+	if t == nil {
+		return nil
+	}
+	var fs []zap.Field
+	if s := t.stdout.String(); s != "" {
+		fs = append(fs, zap.String("stdout", s))
+	}
+	if s := t.stderr.String(); s != "" {
+		fs = append(fs, zap.String("stderr", s))
+	}
+	return fs
+}
+
+// tailBuffer is an io.Writer keeping only the last outputTail bytes
+// written. exec copies a pipe to it from its own goroutine, hence the lock.
+type tailBuffer struct {
+	mu        sync.Mutex
+	buf       []byte
+	truncated bool
+}
+
+// Write keeps the tail of p.
+func (b *tailBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := len(p)
+	if len(p) >= outputTail {
+		b.buf = append(b.buf[:0], p[len(p)-outputTail:]...)
+		b.truncated = true
+		return n, nil
+	}
+	if over := len(b.buf) + len(p) - outputTail; over > 0 {
+		b.buf = append(b.buf[:0], b.buf[over:]...)
+		b.truncated = true
+	}
+	b.buf = append(b.buf, p...)
+	return n, nil
+}
+
+// String is the kept output, marked when its start was dropped.
+func (b *tailBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s := strings.TrimRight(string(b.buf), "\n")
+	if b.truncated {
+		s = "..." + s
+	}
+	return s
+}

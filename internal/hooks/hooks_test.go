@@ -1,0 +1,355 @@
+package hooks
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+)
+
+// script writes an executable shell script to dir and returns its path.
+func script(t *testing.T, dir, name, body string) string {
+	t.Helper()
+	path := filepath.Join(dir, name)
+	if err := os.WriteFile(path, []byte("#!/bin/sh\n"+body), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func observed() (*zap.Logger, *observer.ObservedLogs) {
+	core, logs := observer.New(zapcore.DebugLevel)
+	return zap.New(core), logs
+}
+
+func readEnv(t *testing.T, path string) map[string]string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	env := map[string]string{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), "=")
+		if ok {
+			env[k] = v
+		}
+	}
+	return env
+}
+
+func TestRunExecEnvironment(t *testing.T) {
+	const fakeToken = "eyJfake.token.value-abc"
+	t.Setenv("LINE_CHANNEL_ACCESS_TOKEN", fakeToken)
+	t.Setenv("TOKEND_CONFIG", "/etc/tokend/config.yaml")
+	t.Setenv("TOKEND_CHANNEL_ID", "spoofed")
+	t.Setenv("TOKEND_OUTPUT_7", "/spoofed")
+	t.Setenv("HOOK_TEST_KEEP", "kept")
+
+	dir := t.TempDir()
+	envFile := filepath.Join(dir, "env")
+	hook := script(t, dir, "dump.sh", `env > "$1"`+"\n")
+	ev := Event{
+		ChannelID: "1657000000",
+		Name:      "shop-bot",
+		Outputs:   []string{"/shared/tokens/shop-bot.token", "/shared/tokens/shop-bot.json"},
+		ExpiresAt: time.Date(2025, 4, 3, 14, 5, 6, 0, time.FixedZone("JST", 9*3600)),
+	}
+	if err := Run(context.Background(), []Spec{{Exec: []string{hook, envFile}}}, ev, nil); err != nil {
+		t.Fatal(err)
+	}
+	env := readEnv(t, envFile)
+	want := map[string]string{
+		"TOKEND_CHANNEL_ID":   "1657000000",
+		"TOKEND_CHANNEL_NAME": "shop-bot",
+		"TOKEND_OUTPUTS":      "/shared/tokens/shop-bot.token:/shared/tokens/shop-bot.json",
+		"TOKEND_OUTPUT_0":     "/shared/tokens/shop-bot.token",
+		"TOKEND_OUTPUT_1":     "/shared/tokens/shop-bot.json",
+		"TOKEND_EXPIRES_AT":   "2025-04-03T05:05:06Z",
+	}
+	for k, v := range want {
+		if env[k] != v {
+			t.Errorf("%s = %q; want %q", k, env[k], v)
+		}
+	}
+	for k, v := range env {
+		if strings.HasPrefix(k, "TOKEND_") {
+			if _, ok := want[k]; !ok {
+				t.Errorf("unexpected %s=%q reached the hook", k, v)
+			}
+		}
+		if k == "LINE_CHANNEL_ACCESS_TOKEN" || strings.Contains(v, fakeToken) {
+			t.Errorf("token-looking variable %s reached the hook", k)
+		}
+	}
+	if env["HOOK_TEST_KEEP"] != "kept" {
+		t.Errorf("the daemon's environment was not passed on: HOOK_TEST_KEEP = %q", env["HOOK_TEST_KEEP"])
+	}
+}
+
+func TestEnvironNoName(t *testing.T) {
+	env := Environ([]string{"PATH=/bin", "TOKEND_X=1", "LINE_CHANNEL_ACCESS_TOKEN=t", "LINE_CHANNEL_ACCESS_TOKENX=kept"},
+		Event{ChannelID: "1"})
+	want := []string{"PATH=/bin", "LINE_CHANNEL_ACCESS_TOKENX=kept", "TOKEND_CHANNEL_ID=1", "TOKEND_CHANNEL_NAME=",
+		"TOKEND_OUTPUTS=", "TOKEND_EXPIRES_AT="}
+	if strings.Join(env, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("Environ =\n%s\nwant\n%s", strings.Join(env, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// TestRunExecTimeout runs a hook that starts a background child holding its
+// stdout and then sleeps: the whole process group must die at the timeout,
+// well before WaitDelay would have cut the pipes.
+func TestRunExecTimeout(t *testing.T) {
+	dir := t.TempDir()
+	pidFile := filepath.Join(dir, "child.pid")
+	hook := script(t, dir, "slow.sh", "sleep 30 &\necho $! > \"$1\"\nsleep 30\n")
+	log, logs := observed()
+	start := time.Now()
+	err := Run(context.Background(), []Spec{{Exec: []string{hook, pidFile}, Timeout: 200 * time.Millisecond}},
+		Event{ChannelID: "1", Name: "bot"}, log)
+	elapsed := time.Since(start)
+	want := "hook 0 (exec): exec " + hook + ": timed out after 200ms; killed"
+	if err == nil || err.Error() != want {
+		t.Fatalf("err = %v\nwant  %s", err, want)
+	}
+	if elapsed > 1500*time.Millisecond {
+		t.Fatalf("Run took %v: the process group was not killed at the timeout", elapsed)
+	}
+	if logs.FilterMessage("hook failed").Len() != 1 {
+		t.Fatalf("logs: %v", logs.All())
+	}
+	data, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	child, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Dead: gone, or a zombie waiting for whoever reaps orphans here.
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		stat, err := os.ReadFile("/proc/" + strconv.Itoa(child) + "/stat")
+		if err != nil {
+			break
+		}
+		if _, rest, ok := strings.Cut(string(stat), ") "); ok && strings.HasPrefix(rest, "Z") {
+			break
+		}
+		if time.Now().After(deadline) {
+			syscall.Kill(child, syscall.SIGKILL)
+			t.Fatalf("background child %d survived the timeout", child)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestRunCanceled(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	err := Run(ctx, []Spec{{Exec: []string{"/bin/true"}}}, Event{ChannelID: "1"}, nil)
+	if err == nil || !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v; want context.Canceled", err)
+	}
+}
+
+// TestRunContinuesAfterFailures checks that every hook runs, in order, and
+// every failure is logged once and returned.
+func TestRunContinuesAfterFailures(t *testing.T) {
+	dir := t.TempDir()
+	order := filepath.Join(dir, "order")
+	step := func(name string) string {
+		return script(t, dir, name+".sh", "echo "+name+" >> \""+order+"\"\n")
+	}
+	fail := script(t, dir, "fail.sh", "echo "+"fail >> \""+order+"\"\necho 'bad things happened' >&2\nexit 3\n")
+	specs := []Spec{
+		{Exec: []string{step("one")}},
+		{Exec: []string{fail}},
+		{Exec: []string{filepath.Join(dir, "missing")}},
+		{Signal: "HUP", PIDFile: filepath.Join(dir, "missing.pid")},
+		{Exec: []string{"/bin/true"}, Signal: "HUP"},
+		{},
+		{Exec: []string{""}},
+		{Exec: []string{step("last")}},
+	}
+	log, logs := observed()
+	err := Run(context.Background(), specs, Event{ChannelID: "1657000000"}, log)
+	if err == nil {
+		t.Fatal("no error")
+	}
+	wantErrs := []string{
+		"hook 1 (exec): exec " + fail + ": exit status 3",
+		"hook 2 (exec): exec " + filepath.Join(dir, "missing") + ": fork/exec " + filepath.Join(dir, "missing") + ": no such file or directory",
+		"hook 3 (signal): signal: pid file: open " + filepath.Join(dir, "missing.pid") + ": no such file or directory",
+		"hook 4 (invalid): a hook needs either exec or signal with pid_file",
+		"hook 5 (invalid): a hook needs either exec or signal with pid_file",
+		"hook 6 (exec): exec: empty program name",
+	}
+	if got := err.Error(); got != strings.Join(wantErrs, "\n") {
+		t.Fatalf("err =\n%s\nwant\n%s", got, strings.Join(wantErrs, "\n"))
+	}
+	data, _ := os.ReadFile(order)
+	if string(data) != "one\nfail\nlast\n" {
+		t.Fatalf("hooks ran as %q", data)
+	}
+	warns := logs.FilterMessage("hook failed").All()
+	if len(warns) != len(wantErrs) {
+		t.Fatalf("%d warnings; want %d: %v", len(warns), len(wantErrs), warns)
+	}
+	for i, w := range warns {
+		m := w.ContextMap()
+		if w.Level != zapcore.WarnLevel || m["channel"] != "1657000000" || m["error"] != wantErrs[i] || m["kind"] == nil || m["hook"] == nil {
+			t.Errorf("warning %d: %v %v", i, w.Level, m)
+		}
+	}
+	if got := warns[0].ContextMap()["stderr"]; got != "bad things happened" {
+		t.Errorf("stderr of the failing hook = %q", got)
+	}
+	if n := logs.FilterMessage("hook ran").Len(); n != 2 {
+		t.Errorf("%d debug lines for successful hooks; want 2", n)
+	}
+}
+
+func TestRunOutputCapped(t *testing.T) {
+	dir := t.TempDir()
+	hook := script(t, dir, "loud.sh", "i=0\nwhile [ $i -lt 300 ]; do echo \"line $i: $(printf '%040d' 0)\"; i=$((i+1)); done\necho END\n")
+	log, logs := observed()
+	if err := Run(context.Background(), []Spec{{Exec: []string{hook}}}, Event{ChannelID: "1"}, log); err != nil {
+		t.Fatal(err)
+	}
+	out, _ := logs.FilterMessage("hook ran").All()[0].ContextMap()["stdout"].(string)
+	if len(out) > outputTail+3 || !strings.HasPrefix(out, "...") || !strings.HasSuffix(out, "END") {
+		t.Fatalf("stdout logged as %d bytes: %.40q...%q", len(out), out, out[max(0, len(out)-20):])
+	}
+}
+
+func TestTailBuffer(t *testing.T) {
+	var b tailBuffer
+	b.Write([]byte("hello\n"))
+	if b.String() != "hello" {
+		t.Fatalf("%q", b.String())
+	}
+	big := strings.Repeat("x", outputTail-2) + "yz"
+	b.Write([]byte(big))
+	if s := b.String(); s != "..."+big {
+		t.Fatalf("len %d", len(s))
+	}
+	b = tailBuffer{}
+	b.Write([]byte(strings.Repeat("a", outputTail+10) + "end"))
+	if s := b.String(); len(s) != outputTail+3 || !strings.HasSuffix(s, "end") {
+		t.Fatalf("len %d", len(s))
+	}
+}
+
+func TestRunSignal(t *testing.T) {
+	for _, name := range []string{"USR1", "SIGUSR1", "usr1"} {
+		t.Run(name, func(t *testing.T) {
+			c := make(chan os.Signal, 1)
+			signal.Notify(c, syscall.SIGUSR1)
+			defer signal.Stop(c)
+			pidFile := filepath.Join(t.TempDir(), "bot.pid")
+			if err := os.WriteFile(pidFile, []byte(" "+strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := Run(context.Background(), []Spec{{Signal: name, PIDFile: pidFile}}, Event{ChannelID: "1"}, nil); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case s := <-c:
+				if s != syscall.SIGUSR1 {
+					t.Fatalf("got %v", s)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("no SIGUSR1 received")
+			}
+		})
+	}
+}
+
+func TestSignalErrors(t *testing.T) {
+	dir := t.TempDir()
+	pf := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	good := pf("good", strconv.Itoa(os.Getpid()))
+	tests := []struct {
+		name string
+		spec Spec
+		want string
+	}{
+		{"unknown signal", Spec{Signal: "KILL", PIDFile: good}, `signal: unknown signal "KILL" (want HUP, USR1, USR2, TERM or INT)`},
+		{"no signal", Spec{PIDFile: good}, `signal: unknown signal "" (want HUP, USR1, USR2, TERM or INT)`},
+		{"no pid file", Spec{Signal: "HUP"}, "signal: no pid_file"},
+		{"empty", Spec{Signal: "HUP", PIDFile: pf("empty", " \n")}, "signal: pid file " + dir + "/empty is empty"},
+		{"text", Spec{Signal: "HUP", PIDFile: pf("text", "abc\n")}, "signal: pid file " + dir + `/text holds "abc", not a positive integer`},
+		{"zero", Spec{Signal: "HUP", PIDFile: pf("zero", "0")}, "signal: pid file " + dir + `/zero holds "0", not a positive integer`},
+		{"negative", Spec{Signal: "HUP", PIDFile: pf("neg", "-1")}, "signal: pid file " + dir + `/neg holds "-1", not a positive integer`},
+		{"two numbers", Spec{Signal: "HUP", PIDFile: pf("two", "12 34")}, "signal: pid file " + dir + `/two holds "12 34", not a positive integer`},
+		{"control bytes", Spec{Signal: "HUP", PIDFile: pf("ctl", "1\x1b[2J")}, "signal: pid file " + dir + `/ctl holds "1\x1b[2J", not a positive integer`},
+		{"huge", Spec{Signal: "HUP", PIDFile: pf("huge", strings.Repeat("9", 100))}, "signal: pid file " + dir + "/huge is too long to hold a pid"},
+		{"overflow", Spec{Signal: "HUP", PIDFile: pf("overflow", strings.Repeat("9", 30))}, "signal: pid file " + dir + `/overflow holds "` + strings.Repeat("9", 30) + `", not a positive integer`},
+		{"directory", Spec{Signal: "HUP", PIDFile: dir}, "signal: pid file: read " + dir + ": is a directory"},
+		{"no such process", Spec{Signal: "HUP", PIDFile: pf("gone", "4194304")}, "signal HUP to pid 4194304 (from " + dir + "/gone): no such process"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := sendSignal(tt.spec)
+			if err == nil || err.Error() != tt.want {
+				t.Fatalf("err = %v\nwant  %s", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseSignal(t *testing.T) {
+	for name, want := range map[string]syscall.Signal{
+		"HUP": syscall.SIGHUP, "SIGHUP": syscall.SIGHUP, "hup": syscall.SIGHUP, "USR1": syscall.SIGUSR1,
+		"USR2": syscall.SIGUSR2, "SIGTERM": syscall.SIGTERM, "INT": syscall.SIGINT,
+	} {
+		if got, err := ParseSignal(name); err != nil || got != want {
+			t.Errorf("ParseSignal(%q) = %v, %v; want %v", name, got, err, want)
+		}
+	}
+	for _, name := range []string{"", "SIG", "KILL", "9", "SIGSIGHUP", "HUP "} {
+		if _, err := ParseSignal(name); err == nil {
+			t.Errorf("ParseSignal(%q) accepted", name)
+		}
+	}
+}
+
+func TestSpecKind(t *testing.T) {
+	tests := []struct {
+		s    Spec
+		want string
+	}{
+		{Spec{Exec: []string{"x"}}, "exec"},
+		{Spec{Exec: []string{"x"}, Timeout: time.Second}, "exec"},
+		{Spec{Signal: "HUP", PIDFile: "/p"}, "signal"},
+		{Spec{PIDFile: "/p"}, "signal"},
+		{Spec{Exec: []string{"x"}, PIDFile: "/p"}, "invalid"},
+		{Spec{}, "invalid"},
+	}
+	for _, tt := range tests {
+		if got := tt.s.Kind(); got != tt.want {
+			t.Errorf("%+v.Kind() = %s; want %s", tt.s, got, tt.want)
+		}
+	}
+}

@@ -1,0 +1,184 @@
+package output
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"syscall"
+)
+
+// WriteFile makes path hold data with permission bits mode, atomically: a
+// reader opening path sees the old contents or the new, never a partial or
+// empty file, and after a crash the file is one or the other.
+//
+// If path is already a regular file with exactly data and mode, it is left
+// alone and changed is false. Otherwise data goes to a temporary file in the
+// same directory, which gets mode (set explicitly: the umask does not
+// matter) and, when tokend runs as root, the old file's owner and group; it
+// is fsynced, renamed over path, and the directory is fsynced. changed is
+// true once the rename has happened, even if the directory fsync then fails.
+//
+// A target that exists but is not a regular file (a directory, a socket, a
+// symlink to anything but a regular file) is refused. A symlink to a
+// regular file is replaced by a regular file, never written through, so a
+// planted link cannot redirect the write. A missing directory is an error,
+// not created. Errors name the paths involved and never contain data.
+func WriteFile(path string, data []byte, mode os.FileMode) (changed bool, err error) {
+	if mode&^fs.ModePerm != 0 {
+		return false, fmt.Errorf("output: write %s: mode %v has bits other than permissions", path, mode)
+	}
+	dir, base := filepath.Split(path)
+	if base == "" || base == "." || base == ".." {
+		return false, fmt.Errorf("output: write %s: not a file path", path)
+	}
+	dir = filepath.Dir(path) // Split leaves a trailing slash
+	if err := checkDir(dir); err != nil {
+		return false, fmt.Errorf("output: write %s: %w", path, err)
+	}
+	uid, gid := -1, -1
+	old, err := os.Lstat(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+	case err != nil:
+		return false, fmt.Errorf("output: write %s: %w", path, err)
+	case old.Mode()&fs.ModeSymlink != 0:
+		if fi, err := os.Stat(path); err != nil || !fi.Mode().IsRegular() {
+			return false, fmt.Errorf("output: write %s: refusing to replace a symlink to something other than a regular file", path)
+		}
+	case !old.Mode().IsRegular():
+		return false, fmt.Errorf("output: write %s: refusing to replace a %s", path, kind(old.Mode()))
+	default:
+		if old.Mode().Perm() == mode && old.Size() == int64(len(data)) && sameContent(path, data) {
+			return false, nil
+		}
+		if st, ok := old.Sys().(*syscall.Stat_t); ok {
+			uid, gid = int(st.Uid), int(st.Gid)
+		}
+	}
+
+	f, err := createTemp(dir, "."+base+".tmp-*")
+	if err != nil {
+		return false, fmt.Errorf("output: write %s: create temp file: %w", path, err)
+	}
+	tmp := f.Name()
+	closed := false
+	defer func() {
+		if err != nil && !changed {
+			if !closed {
+				_ = f.Close()
+			}
+			_ = os.Remove(tmp)
+		}
+	}()
+	if _, err := f.Write(data); err != nil {
+		return false, fmt.Errorf("output: write %s: %w", path, err)
+	}
+	if uid >= 0 && geteuid() == 0 {
+		// Re-apply the owner an operator gave the file.
+		if err := f.Chown(uid, gid); err != nil {
+			return false, fmt.Errorf("output: write %s: %w", path, err)
+		}
+	}
+	if err := f.Chmod(mode); err != nil {
+		return false, fmt.Errorf("output: write %s: %w", path, err)
+	}
+	if err := f.Sync(); err != nil {
+		return false, fmt.Errorf("output: write %s: %w", path, err)
+	}
+	closed = true
+	if err := f.Close(); err != nil {
+		return false, fmt.Errorf("output: write %s: %w", path, err)
+	}
+	if err := rename(tmp, path); err != nil {
+		return false, fmt.Errorf("output: write %s: %w", path, err)
+	}
+	if err := syncDir(dir); err != nil {
+		return true, fmt.Errorf("output: write %s: sync directory: %w", path, err)
+	}
+	return true, nil
+}
+
+// checkDir makes sure dir exists and is a directory.
+func checkDir(dir string) error {
+	fi, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("directory %s does not exist", dir)
+	case err != nil:
+		return err
+	case !fi.IsDir():
+		return fmt.Errorf("%s is not a directory", dir)
+	}
+	return nil
+}
+
+// sameContent reports whether the file at path holds exactly data. Any
+// failure to read counts as different: the write then replaces it.
+func sameContent(path string, data []byte) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	// Read one byte more than expected, to notice a file that grew.
+	got, err := io.ReadAll(io.LimitReader(f, int64(len(data))+1))
+	return err == nil && bytes.Equal(got, data)
+}
+
+func kind(m fs.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "directory"
+	case m&fs.ModeSocket != 0:
+		return "socket"
+	case m&fs.ModeNamedPipe != 0:
+		return "named pipe"
+	case m&fs.ModeDevice != 0:
+		return "device"
+	}
+	return "file that is not a regular file"
+}
+
+// tempFile is what WriteFile needs of its temporary file; tests substitute
+// a fake that fails on demand.
+type tempFile interface {
+	io.Writer
+	Name() string
+	Chown(uid, gid int) error
+	Chmod(mode os.FileMode) error
+	Sync() error
+	Close() error
+}
+
+// The file system operations WriteFile uses, replaced by fault-injecting
+// tests.
+var (
+	createTemp = func(dir, pattern string) (tempFile, error) {
+		f, err := os.CreateTemp(dir, pattern)
+		if err != nil {
+			return nil, err
+		}
+		return f, nil
+	}
+	rename  = os.Rename
+	syncDir = fsyncDir
+	geteuid = os.Geteuid
+)
+
+// fsyncDir makes a rename in dir durable. File systems that cannot sync a
+// directory (EINVAL, ENOTSUP) offer nothing stronger, so that is no error.
+func fsyncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.ENOTSUP) {
+		err = nil
+	}
+	return errors.Join(err, d.Close())
+}

@@ -1,0 +1,519 @@
+package rotator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-co-op/gocron/v2"
+	"github.com/google/uuid"
+	"github.com/jonboulle/clockwork"
+	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/tokend/tokend/internal/hooks"
+	"github.com/tokend/tokend/internal/oauth"
+	"github.com/tokend/tokend/internal/output"
+	"github.com/tokend/tokend/internal/store"
+)
+
+// LINE is what the rotator needs from LINE's token API; *oauth.Client has it.
+type LINE interface {
+	IssueChannelAccessTokenV2_1(ctx context.Context, assertion string) (*oauth.Token, error)
+	GetChannelAccessTokenKeyIDsV2_1(ctx context.Context, assertion string) ([]string, error)
+	RevokeChannelAccessTokenV2_1(ctx context.Context, channelID, channelSecret, accessToken string) error
+	IssueAccessToken(ctx context.Context, channelID, channelSecret string) (*oauth.Token, error)
+	RevokeAccessToken(ctx context.Context, accessToken string) error
+	VerifyAccessToken(ctx context.Context, accessToken string) (*oauth.TokenInfo, error)
+	IssueStatelessTokenByAssertion(ctx context.Context, assertion string) (*oauth.Token, error)
+	IssueStatelessTokenBySecret(ctx context.Context, channelID, channelSecret string) (*oauth.Token, error)
+}
+
+// Store keeps the token records; *store.Store and *store.Memory have it.
+// Put must be durable when it returns: the rotator publishes a token only
+// after its record is committed.
+type Store interface {
+	Put(recs ...store.Record) error
+	Delete(channelID string, ids ...string) error
+	All() (map[string][]store.Record, error)
+	Channel(channelID string) ([]store.Record, error)
+}
+
+// Observer is told what the rotator does; *metrics.Metrics is one.
+type Observer interface {
+	SetToken(channel string, expiresAt, nextRotation time.Time)
+	Rotation(channel, result string)
+	Revocation(channel, result string)
+	LINERequest(endpoint, result string, d time.Duration)
+	SetOrphans(channel string, n int)
+	OutputError(channel string)
+	SetReady(ready bool)
+	ForgetChannel(channel string)
+}
+
+// HookRunner runs a channel's on_rotate hooks; hooks.Run is one.
+type HookRunner func(ctx context.Context, specs []hooks.Spec, ev hooks.Event, log *zap.Logger) error
+
+// Options configures a Rotator. LINE and Store are required.
+type Options struct {
+	LINE    LINE
+	Store   Store
+	Clock   clockwork.Clock // nil: the real clock
+	Logger  *zap.Logger     // nil: no logs
+	Metrics Observer        // nil: no metrics
+	Hooks   HookRunner      // nil: hooks.Run
+
+	MaxInFlight       int           // concurrent LINE calls, all channels together; 0: 16
+	Retry             Retry         // zero: DefaultRetry
+	AssertionLifetime time.Duration // 0: oauth's default
+	// StopTimeout bounds how long Run waits, once its context is done, for
+	// steps in flight (a LINE call it already made is allowed to finish, so
+	// its token is committed rather than lost). 0: 15s.
+	StopTimeout time.Duration
+	Rand        func() float64 // [0,1) for retry jitter; nil: math/rand/v2
+}
+
+// Rotator keeps every configured channel's token valid. Create it with New,
+// then call Run (the daemon) or RunOnce (one pass).
+type Rotator struct {
+	o     Options
+	log   *zap.Logger
+	clock clockwork.Clock
+	sem   chan struct{}
+
+	mu      sync.Mutex // guards chans, sched and started
+	chans   map[string]*channel
+	sched   gocron.Scheduler
+	runCtx  context.Context
+	started bool
+
+	// lookup maps channel IDs and names to channels; replaced whole on
+	// reload so token reads never take a lock.
+	lookup atomic.Pointer[map[string]*channel]
+
+	readyCount atomic.Int64
+	total      atomic.Int64
+	readyOnce  sync.Once
+	readyC     chan struct{}
+
+	running atomic.Int64 // steps in progress (for tests waiting on a fake clock)
+	hooksWG sync.WaitGroup
+}
+
+// New checks the channels and returns a Rotator for them.
+func New(channels []Channel, o Options) (*Rotator, error) {
+	if o.LINE == nil || o.Store == nil {
+		return nil, errors.New("rotator: LINE client and store are required")
+	}
+	if o.Clock == nil {
+		o.Clock = clockwork.NewRealClock()
+	}
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	if o.Metrics == nil {
+		o.Metrics = nopObserver{}
+	}
+	if o.Hooks == nil {
+		o.Hooks = hooks.Run
+	}
+	if o.MaxInFlight <= 0 {
+		o.MaxInFlight = 16
+	}
+	if o.Retry == (Retry{}) {
+		o.Retry = DefaultRetry
+	}
+	if o.StopTimeout <= 0 {
+		o.StopTimeout = 15 * time.Second
+	}
+	if o.Rand == nil {
+		o.Rand = rand.Float64
+	}
+	r := &Rotator{
+		o:      o,
+		log:    o.Logger,
+		clock:  o.Clock,
+		sem:    make(chan struct{}, o.MaxInFlight),
+		chans:  map[string]*channel{},
+		readyC: make(chan struct{}),
+	}
+	for _, ch := range channels {
+		c, err := r.newChannel(ch)
+		if err != nil {
+			return nil, err
+		}
+		if _, dup := r.chans[ch.ID]; dup {
+			return nil, fmt.Errorf("rotator: channel %s configured twice", ch.ID)
+		}
+		r.chans[ch.ID] = c
+	}
+	r.total.Store(int64(len(r.chans)))
+	r.rebuildLookup()
+	return r, nil
+}
+
+func (r *Rotator) newChannel(ch Channel) (*channel, error) {
+	c := &channel{cfg: ch, log: r.log.With(zap.String("channel", ch.Label()), zap.String("channel_id", ch.ID))}
+	if ch.Key != nil {
+		c.signer = &oauth.Signer{ChannelID: ch.ID, KeyID: ch.KeyID, Key: ch.Key, Lifetime: r.o.AssertionLifetime}
+	}
+	switch ch.Kind {
+	case KindV21:
+		if c.signer == nil {
+			return nil, fmt.Errorf("rotator: channel %s: kind v2.1 needs a signing key", ch.Label())
+		}
+	case KindShortLived:
+		if ch.Secret == "" {
+			return nil, fmt.Errorf("rotator: channel %s: kind short-lived needs the channel secret", ch.Label())
+		}
+	case KindStateless:
+		if c.signer == nil && ch.Secret == "" {
+			return nil, fmt.Errorf("rotator: channel %s: kind stateless needs a signing key or the channel secret", ch.Label())
+		}
+	default:
+		return nil, fmt.Errorf("rotator: channel %s: unknown kind %q", ch.Label(), ch.Kind)
+	}
+	return c, nil
+}
+
+func (r *Rotator) rebuildLookup() {
+	m := make(map[string]*channel, 2*len(r.chans))
+	for _, c := range r.chans {
+		m[c.cfg.ID] = c
+	}
+	for _, c := range r.chans {
+		if c.cfg.Name != "" {
+			m[c.cfg.Name] = c
+		}
+	}
+	r.lookup.Store(&m)
+}
+
+// load reads every channel's records from the store and publishes the
+// current tokens still valid, so a restart serves at once without calling LINE.
+func (r *Rotator) load(chans []*channel) error {
+	all, err := r.o.Store.All()
+	if err != nil {
+		return fmt.Errorf("load token records: %w", err)
+	}
+	now := r.clock.Now()
+	var g errgroup.Group
+	g.SetLimit(32)
+	for _, c := range chans {
+		g.Go(func() error {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			c.adopt(all[c.cfg.ID])
+			if c.current != nil && now.Before(c.current.ExpiresAt) {
+				r.publish(c, now)
+			}
+			r.refresh(c, now)
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+// Run is the daemon: it loads the store, publishes the tokens it holds, and
+// keeps every channel's token valid until ctx is done. Cancellation is the
+// normal way to stop and returns nil.
+func (r *Rotator) Run(ctx context.Context) error {
+	r.mu.Lock()
+	if r.started {
+		r.mu.Unlock()
+		return errors.New("rotator: already running")
+	}
+	r.started = true
+	chans := r.channelList()
+	r.mu.Unlock()
+
+	if err := r.load(chans); err != nil {
+		return err
+	}
+	sched, err := gocron.NewScheduler(
+		gocron.WithClock(r.clock),
+		gocron.WithLocation(time.UTC),
+		gocron.WithStopTimeout(r.o.StopTimeout),
+	)
+	if err != nil {
+		return fmt.Errorf("create scheduler: %w", err)
+	}
+	r.mu.Lock()
+	r.sched = sched
+	r.runCtx = ctx
+	for _, c := range chans {
+		r.arm(c, time.Time{})
+	}
+	r.mu.Unlock()
+	sched.Start()
+
+	<-ctx.Done()
+	r.mu.Lock()
+	r.sched = nil
+	r.mu.Unlock()
+	err = sched.Shutdown()
+	r.hooksWG.Wait()
+	if err != nil {
+		return fmt.Errorf("stop scheduler: %w", err)
+	}
+	return nil
+}
+
+// RunOnce makes one pass over every channel (load, reconcile, issue or
+// rotate what is due, revoke what is due, publish, run hooks) and returns
+// an error naming the channels that then hold no valid token.
+func (r *Rotator) RunOnce(ctx context.Context) error {
+	r.mu.Lock()
+	chans := r.channelList()
+	r.mu.Unlock()
+	if err := r.load(chans); err != nil {
+		return err
+	}
+	var g errgroup.Group
+	g.SetLimit(max(2*r.o.MaxInFlight, 8))
+	for _, c := range chans {
+		g.Go(func() error {
+			r.step(ctx, c)
+			return nil
+		})
+	}
+	_ = g.Wait()
+	r.hooksWG.Wait()
+	now := r.clock.Now()
+	var missing []string
+	for _, c := range chans {
+		if s := c.snap.Load(); s == nil || !s.valid(now) || !s.published {
+			missing = append(missing, c.cfg.Label())
+		}
+	}
+	if len(missing) > 0 {
+		sort.Strings(missing)
+		return fmt.Errorf("%d of %d channels hold no valid token: %s", len(missing), len(chans), strings.Join(missing, ", "))
+	}
+	return ctx.Err()
+}
+
+// channelList returns the channels sorted by ID; r.mu must be held.
+func (r *Rotator) channelList() []*channel {
+	out := make([]*channel, 0, len(r.chans))
+	for _, c := range r.chans {
+		out = append(out, c)
+	}
+	slices.SortFunc(out, func(a, b *channel) int { return strings.Compare(a.cfg.ID, b.cfg.ID) })
+	return out
+}
+
+// arm schedules c's next step at `at` (zero or past: at once); r.mu must be
+// held. Each channel owns one gocron one-time job, re-armed after every step.
+func (r *Rotator) arm(c *channel, at time.Time) {
+	if r.sched == nil {
+		return
+	}
+	start := gocron.OneTimeJobStartImmediately()
+	if at.After(r.clock.Now()) {
+		start = gocron.OneTimeJobStartDateTime(at)
+	}
+	task := gocron.NewTask(r.runStep, c)
+	def := gocron.OneTimeJob(start)
+	var err error
+	if c.jobID == uuid.Nil {
+		var j gocron.Job
+		j, err = r.sched.NewJob(def, task, gocron.WithName(c.cfg.ID))
+		if err == nil {
+			c.jobID = j.ID()
+		}
+	} else {
+		_, err = r.sched.Update(c.jobID, def, task, gocron.WithName(c.cfg.ID))
+	}
+	if errors.Is(err, gocron.ErrOneTimeJobStartDateTimePast) {
+		// The clock passed `at` while we were computing it.
+		_, err = r.sched.Update(c.jobID, gocron.OneTimeJob(gocron.OneTimeJobStartImmediately()), task, gocron.WithName(c.cfg.ID))
+	}
+	if err != nil && !errors.Is(err, gocron.ErrJobNotFound) {
+		c.log.Error("cannot schedule channel", zap.Error(err))
+	}
+}
+
+// runStep is the job of one channel: one step, then re-arm for the next.
+func (r *Rotator) runStep(c *channel) {
+	r.running.Add(1)
+	defer r.running.Add(-1)
+	r.mu.Lock()
+	ctx := r.runCtx
+	r.mu.Unlock()
+	if ctx == nil || ctx.Err() != nil {
+		return
+	}
+	next := r.step(ctx, c)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c.mu.Lock()
+	removed := c.removed
+	c.next = next
+	c.mu.Unlock()
+	if !removed && ctx.Err() == nil {
+		r.arm(c, next)
+	}
+}
+
+// Reload replaces the channel set: new channels start, removed ones stop
+// (their records stay in the store; nothing is revoked), changed ones keep
+// their current token and republish it under the new settings.
+func (r *Rotator) Reload(channels []Channel) error {
+	next := make(map[string]Channel, len(channels))
+	for _, ch := range channels {
+		if _, dup := next[ch.ID]; dup {
+			return fmt.Errorf("rotator: channel %s configured twice", ch.ID)
+		}
+		if _, err := r.newChannel(ch); err != nil {
+			return err
+		}
+		next[ch.ID] = ch
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := r.clock.Now()
+	for id, c := range r.chans {
+		if _, keep := next[id]; keep {
+			continue
+		}
+		c.mu.Lock()
+		c.removed = true
+		if c.ready {
+			r.readyCount.Add(-1)
+		}
+		c.mu.Unlock()
+		if r.sched != nil && c.jobID != uuid.Nil {
+			_ = r.sched.RemoveJob(c.jobID)
+		}
+		r.o.Metrics.ForgetChannel(c.cfg.Label())
+		delete(r.chans, id)
+		c.log.Info("channel removed")
+	}
+	var added []*channel
+	for id, ch := range next {
+		if c, ok := r.chans[id]; ok {
+			fresh, _ := r.newChannel(ch)
+			c.mu.Lock()
+			if c.cfg.Label() != ch.Label() {
+				r.o.Metrics.ForgetChannel(c.cfg.Label())
+			}
+			c.cfg, c.signer, c.log = ch, fresh.signer, fresh.log
+			c.published = false // outputs may have changed; unchanged files are not rewritten
+			c.issue, c.reconcile, c.revoke, c.publishTry = attempt{}, attempt{}, attempt{}, attempt{}
+			c.mu.Unlock()
+			r.arm(c, time.Time{})
+			continue
+		}
+		c, _ := r.newChannel(ch)
+		recs, err := r.o.Store.Channel(id)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("load records of channel %s: %w", ch.Label(), err)
+		}
+		c.adopt(recs)
+		r.chans[id] = c
+		added = append(added, c)
+		c.log.Info("channel added")
+	}
+	r.total.Store(int64(len(r.chans)))
+	r.rebuildLookup()
+	for _, c := range added {
+		c.mu.Lock()
+		if c.current != nil && now.Before(c.current.ExpiresAt) {
+			r.publish(c, now)
+		}
+		r.refresh(c, now)
+		c.mu.Unlock()
+		r.arm(c, time.Time{})
+	}
+	r.noteReady()
+	return nil
+}
+
+// Token returns the current token of the channel named by ID or name.
+// ok is false for an unknown channel; the token's AccessToken is empty
+// while the channel holds no valid token.
+func (r *Rotator) Token(idOrName string) (output.Token, ChannelStatus, bool) {
+	c, ok := (*r.lookup.Load())[idOrName]
+	if !ok {
+		return output.Token{}, ChannelStatus{}, false
+	}
+	s := c.snap.Load()
+	if s == nil {
+		return output.Token{}, ChannelStatus{ID: c.cfg.ID, Name: c.cfg.Name, Kind: c.cfg.Kind}, true
+	}
+	st := s.status
+	if !s.valid(r.clock.Now()) {
+		st.Valid = false
+		return output.Token{}, st, true
+	}
+	st.Valid = true
+	return s.token, st, true
+}
+
+// Status returns every channel's status, sorted by label; never a token.
+func (r *Rotator) Status() []ChannelStatus {
+	m := *r.lookup.Load()
+	now := r.clock.Now()
+	out := make([]ChannelStatus, 0, len(m))
+	for key, c := range m {
+		if key != c.cfg.ID {
+			continue // the name entry of a channel listed under its ID
+		}
+		s := c.snap.Load()
+		if s == nil {
+			out = append(out, ChannelStatus{ID: c.cfg.ID, Name: c.cfg.Name, Kind: c.cfg.Kind})
+			continue
+		}
+		st := s.status
+		st.Valid = s.valid(now)
+		out = append(out, st)
+	}
+	slices.SortFunc(out, func(a, b ChannelStatus) int {
+		return strings.Compare(labelOf(a), labelOf(b))
+	})
+	return out
+}
+
+func labelOf(s ChannelStatus) string {
+	if s.Name != "" {
+		return s.Name
+	}
+	return s.ID
+}
+
+// Ready reports whether every channel holds a valid token that has been
+// written to all of its outputs.
+func (r *Rotator) Ready() bool {
+	return r.readyCount.Load() == r.total.Load()
+}
+
+// ReadyC is closed the first time every channel is ready (the moment to
+// tell systemd READY=1).
+func (r *Rotator) ReadyC() <-chan struct{} { return r.readyC }
+
+func (r *Rotator) noteReady() {
+	ready := r.Ready()
+	r.o.Metrics.SetReady(ready)
+	if ready {
+		r.readyOnce.Do(func() { close(r.readyC) })
+	}
+}
+
+type nopObserver struct{}
+
+func (nopObserver) SetToken(string, time.Time, time.Time)     {}
+func (nopObserver) Rotation(string, string)                   {}
+func (nopObserver) Revocation(string, string)                 {}
+func (nopObserver) LINERequest(string, string, time.Duration) {}
+func (nopObserver) SetOrphans(string, int)                    {}
+func (nopObserver) OutputError(string)                        {}
+func (nopObserver) SetReady(bool)                             {}
+func (nopObserver) ForgetChannel(string)                      {}

@@ -1,0 +1,437 @@
+package rotator
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tokend/tokend/internal/linefake"
+	"github.com/tokend/tokend/internal/store"
+)
+
+const day = 24 * time.Hour
+
+func TestFirstStartIssuesOncePerChannelAndRestartReuses(t *testing.T) {
+	h := newHarness(t, 5, nil)
+	h.start()
+	if got := h.sim.Count("issue_v2.1"); got != 5 {
+		t.Fatalf("first start made %d issue calls, want 5", got)
+	}
+	if !h.rot.Ready() {
+		t.Fatal("not ready after first start")
+	}
+	stats := map[string]os.FileInfo{}
+	for i, ch := range h.chans {
+		tok := h.current(i)
+		if tok == "" || !h.sim.IsValid(tok) {
+			t.Fatalf("channel %d serves no valid token", i)
+		}
+		if got := h.readFile(ch.Outputs[0].Path); got != tok {
+			t.Fatalf("raw output of %s is not the current token", ch.Name)
+		}
+		var js map[string]any
+		if err := json.Unmarshal([]byte(h.readFile(ch.Outputs[1].Path)), &js); err != nil || js["access_token"] != tok || js["channel_id"] != ch.ID {
+			t.Fatalf("json output of %s wrong: %v", ch.Name, err)
+		}
+		for _, o := range ch.Outputs {
+			fi, err := os.Stat(o.Path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fi.Mode().Perm() != o.Mode {
+				t.Errorf("%s mode %v, want %v", o.Path, fi.Mode().Perm(), o.Mode)
+			}
+			stats[o.Path] = fi
+		}
+	}
+
+	h.stop()
+	h.clock.Advance(time.Hour)
+	h.sim.ResetRequests()
+	h.start()
+	if got := h.sim.Count("issue_v2.1"); got != 0 {
+		t.Fatalf("restart with valid tokens made %d issue calls, want 0", got)
+	}
+	for path, before := range stats {
+		after, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !os.SameFile(before, after) || !after.ModTime().Equal(before.ModTime()) {
+			t.Errorf("restart rewrote %s", path)
+		}
+	}
+	if !h.rot.Ready() {
+		t.Fatal("not ready after restart")
+	}
+}
+
+func TestRotationWindowRevocationAndNinetyDays(t *testing.T) {
+	const n = 3
+	h := newHarness(t, n, func(i int, ch *Channel) { ch.ReconcileEvery = 6 * time.Hour })
+	h.start()
+	type life struct {
+		issued, expires time.Time
+	}
+	seen := map[string]life{} // token -> its life as served
+	supersededAt := map[string]time.Time{}
+	last := make([]string, n)
+	for i := range n {
+		last[i] = h.current(i)
+		tok, _, _ := h.rot.Token(h.chans[i].ID)
+		seen[last[i]] = life{tok.IssuedAt, tok.ExpiresAt}
+	}
+	rotations := 0
+	visit := func() {
+		now := h.clock.Now()
+		for i, ch := range h.chans {
+			if got := len(h.sim.ValidKeyIDs(ch.ID)); got > 2 {
+				t.Fatalf("%s holds %d valid tokens at LINE at %s", ch.Name, got, now)
+			}
+			tok, _, _ := h.rot.Token(ch.ID)
+			if tok.AccessToken == "" {
+				t.Fatalf("%s has no valid token at %s", ch.Name, now)
+			}
+			if tok.AccessToken == last[i] {
+				continue
+			}
+			// Rotated: it must have happened inside the window.
+			prev := seen[last[i]]
+			rb := ch.RotateBefore
+			lo := prev.expires.Add(-rb - time.Duration(float64(rb)*ch.Jitter))
+			hi := prev.expires.Add(-rb)
+			if now.Before(lo) || now.After(hi) {
+				t.Errorf("%s rotated at %s, outside [%s, %s]", ch.Name, now, lo, hi)
+			}
+			rotations++
+			supersededAt[last[i]] = now
+			seen[tok.AccessToken] = life{tok.IssuedAt, tok.ExpiresAt}
+			last[i] = tok.AccessToken
+		}
+		// Superseded tokens are revoked revoke_after later, not before.
+		for tok, at := range supersededAt {
+			valid := h.sim.IsValid(tok)
+			age := now.Sub(at)
+			if age < h.chans[0].RevokeAfter && !valid && now.Before(seen[tok].expires) {
+				t.Errorf("token superseded at %s revoked early (now %s)", at, now)
+			}
+			if age >= h.chans[0].RevokeAfter && valid {
+				t.Errorf("token superseded at %s still valid at %s", at, now)
+			}
+		}
+	}
+	h.advance(90*day, visit)
+	if rotations < 3*n {
+		t.Fatalf("only %d rotations in 90 days for %d channels", rotations, n)
+	}
+	for _, ch := range h.chans {
+		if got := h.sim.MaxValid(ch.ID); got > 2 {
+			t.Errorf("%s held %d valid tokens at LINE at once; want at most 2", ch.Name, got)
+		}
+		if got := h.logCount("superseded token revoked"); got < 3 {
+			t.Errorf("%d revocations logged", got)
+		}
+	}
+}
+
+func TestReconcileReplacesRevokedTokenAndCountsOrphans(t *testing.T) {
+	h := newHarness(t, 2, nil)
+	h.start()
+	ch := h.chans[0]
+	old := h.current(0)
+	var oldKID string
+	for _, ts := range h.sim.Tokens(ch.ID) {
+		if ts.AccessToken == old {
+			oldKID = ts.KeyID
+		}
+	}
+	if !h.sim.RevokeKeyID(ch.ID, oldKID) {
+		t.Fatal("simulator did not revoke")
+	}
+	// An orphan: a token issued at LINE that tokend never saw.
+	a := linefake.Assertion(ch.ID, testKID, sharedKey(t), h.clock.Now(), 30*day)
+	if _, err := h.line.IssueChannelAccessTokenV2_1(context.Background(), a); err != nil {
+		t.Fatal(err)
+	}
+	h.advance(ch.ReconcileEvery, nil)
+	now := h.current(0)
+	if now == old || !h.sim.IsValid(now) {
+		t.Fatal("revoked token was not replaced at the next reconcile")
+	}
+	if got := h.readFile(ch.Outputs[0].Path); got != now {
+		t.Fatal("output still holds the revoked token")
+	}
+	_, st, _ := h.rot.Token(ch.ID)
+	if st.Orphans != 1 {
+		t.Errorf("orphans = %d, want 1", st.Orphans)
+	}
+	if h.logCount("LINE holds valid tokens tokend does not track (orphans); they count against the limit of 30 until they expire") == 0 {
+		t.Error("orphan not logged")
+	}
+	if _, st2, _ := h.rot.Token(h.chans[1].ID); st2.Orphans != 0 {
+		t.Errorf("other channel has %d orphans", st2.Orphans)
+	}
+}
+
+func TestOutageKeepsServingAndRecoversBeforeExpiry(t *testing.T) {
+	h := newHarness(t, 1, func(_ int, ch *Channel) {
+		ch.TokenTTL, ch.RotateBefore, ch.Jitter = 24*time.Hour, 10*time.Hour, 0
+	})
+	h.start()
+	ch := h.chans[0]
+	old := h.current(0)
+	oldTok, st, _ := h.rot.Token(ch.ID)
+	oldExpiry := oldTok.ExpiresAt
+	// Jump to just before rotation; then LINE fails for 6 hours.
+	h.advance(st.NextRotation.Sub(h.clock.Now())-time.Minute, nil)
+	h.sim.SetFault("issue_v2.1", linefake.Fault{Status: 503})
+	h.sim.SetFault("kids_v2.1", linefake.Fault{Status: 503})
+	h.sim.ResetRequests()
+	var prevAttempt time.Time
+	var gaps []time.Duration
+	h.advance(6*time.Hour, func() {
+		if got := h.current(0); got != old {
+			t.Fatalf("token changed during the outage")
+		}
+		if got := h.readFile(ch.Outputs[0].Path); got != old {
+			t.Fatal("output lost the old token during the outage")
+		}
+		for _, r := range h.sim.Requests() {
+			if r.Endpoint == "issue_v2.1" && r.Time.After(prevAttempt) {
+				if !prevAttempt.IsZero() {
+					gaps = append(gaps, r.Time.Sub(prevAttempt))
+				}
+				prevAttempt = r.Time
+			}
+		}
+	})
+	issues := h.sim.Count("issue_v2.1")
+	// 6h with backoff capped at 5m (equal jitter: 2.5-5m) after ~9 fast tries.
+	if issues < 60 || issues > 6*60/2.5+12 {
+		t.Errorf("%d issue attempts during a 6h outage; want between 60 and %d", issues, int(6*60/2.5+12))
+	}
+	for _, g := range gaps {
+		if g > DefaultRetry.Max {
+			t.Errorf("retry gap %s exceeds the cap %s", g, DefaultRetry.Max)
+		}
+	}
+	if h.logCount("issue token failed") == 0 {
+		t.Error("failures not logged")
+	}
+	h.sim.ClearFaults()
+	h.advance(DefaultRetry.Max+time.Second, nil)
+	got := h.current(0)
+	if got == old || !h.sim.IsValid(got) {
+		t.Fatal("no new token after LINE recovered")
+	}
+	if !h.clock.Now().Before(oldExpiry) {
+		t.Fatalf("new token issued at %s, after the old one expired at %s", h.clock.Now(), oldExpiry)
+	}
+	if h.readFile(ch.Outputs[0].Path) != got {
+		t.Fatal("new token not published")
+	}
+}
+
+func TestPermanentErrorsRetrySlowlyWithClearLog(t *testing.T) {
+	tests := []struct {
+		name  string
+		setup func(h *harness)
+		log   string
+		fix   string
+	}{
+		{
+			name: "30-token refusal",
+			setup: func(h *harness) {
+				for range 30 {
+					a := linefake.Assertion(h.chans[0].ID, testKID, sharedKey(t), h.clock.Now(), 30*day)
+					if _, err := h.line.IssueChannelAccessTokenV2_1(context.Background(), a); err != nil {
+						t.Fatal(err)
+					}
+				}
+			},
+			log: "issue token failed",
+			fix: "30 valid v2.1 tokens",
+		},
+		{
+			name: "unknown key",
+			setup: func(h *harness) {
+				h.chans[0].KeyID = "not-registered"
+			},
+			log: "reconcile failed",
+			fix: "does not know assertion signing key",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, 1, nil)
+			tt.setup(h)
+			h.sim.ResetRequests()
+			h.start()
+			h.advance(6*time.Hour, nil)
+			calls := h.sim.Count("issue_v2.1") + h.sim.Count("kids_v2.1")
+			// Slow retries: every ~30 min, so about 12 attempts per endpoint over 6h.
+			if calls > 30 {
+				t.Errorf("%d LINE calls in 6h: tight retry loop", calls)
+			}
+			entries := h.logs.FilterMessage(tt.log).All()
+			if len(entries) == 0 {
+				t.Fatalf("no %q log line", tt.log)
+			}
+			fix, _ := entries[0].ContextMap()["fix"].(string)
+			if !strings.Contains(fix, tt.fix) {
+				t.Errorf("fix = %q, want it to mention %q", fix, tt.fix)
+			}
+			if h.rot.Ready() {
+				t.Error("ready without a token")
+			}
+		})
+	}
+}
+
+func TestMaxInFlightBoundsLINECalls(t *testing.T) {
+	h := newHarness(t, 24, nil)
+	h.opts.MaxInFlight = 3
+	h.sim.SetFault("issue_v2.1", linefake.Fault{Delay: 20 * time.Millisecond, Times: 0})
+	// Delay-only fault: requests are slowed, then answered normally.
+	h.start()
+	if got := h.sim.MaxConcurrent(); got > 3 || got < 2 {
+		t.Errorf("LINE saw %d concurrent calls; want ≤ 3 (and the bound reached)", got)
+	}
+	if got := h.sim.Count("issue_v2.1"); got != 24 {
+		t.Errorf("%d issue calls, want 24", got)
+	}
+}
+
+func TestKinds(t *testing.T) {
+	t.Run("stateless renews every 10 minutes and never revokes", func(t *testing.T) {
+		h := newHarness(t, 1, func(_ int, ch *Channel) {
+			ch.Kind, ch.TokenTTL, ch.RotateBefore, ch.RevokeAfter, ch.Jitter = KindStateless, 15*time.Minute, 5*time.Minute, 0, 0
+		})
+		h.start()
+		h.advance(time.Hour, func() {
+			if h.current(0) == "" {
+				t.Fatal("stateless channel lapsed")
+			}
+		})
+		if got := h.sim.Count("issue_stateless"); got != 7 {
+			t.Errorf("%d stateless issues in 1h, want 7 (at 0,10,...,60m)", got)
+		}
+		if got := h.sim.Count("revoke_v2.1") + h.sim.Count("revoke_short"); got != 0 {
+			t.Errorf("%d revocations of stateless tokens", got)
+		}
+	})
+	t.Run("short-lived rotates and revokes via /v2/oauth/revoke", func(t *testing.T) {
+		h := newHarness(t, 1, func(_ int, ch *Channel) {
+			ch.Kind, ch.Key, ch.KeyID = KindShortLived, nil, ""
+		})
+		h.start()
+		first := h.current(0)
+		h.advance(22*day, nil)
+		if h.current(0) == first {
+			t.Fatal("short-lived token not rotated after 22 days")
+		}
+		if h.sim.IsValid(first) {
+			t.Fatal("superseded short-lived token not revoked")
+		}
+		if h.sim.Count("revoke_short") != 1 {
+			t.Errorf("revoke_short calls = %d", h.sim.Count("revoke_short"))
+		}
+	})
+}
+
+func TestReload(t *testing.T) {
+	h := newHarness(t, 3, nil)
+	h.start()
+	keep := h.current(0)
+	removed := h.chans[2]
+	added := h.chans[2]
+	added.ID, added.Name = "1699999999", "new-bot"
+	added.Outputs = []Output{{Path: h.dir + "/new-bot.token", Format: "env", Mode: 0o600}}
+	h.sim.AddChannel(added.ID, added.Secret)
+	h.sim.RegisterKey(added.ID, testKID, &sharedKey(t).PublicKey)
+	changed := h.chans[1]
+	changed.Outputs = append(changed.Outputs, Output{Path: h.dir + "/bot-2.env", Format: "env", Mode: 0o600})
+	before := h.sim.Count("issue_v2.1")
+	if err := h.rot.Reload([]Channel{h.chans[0], changed, added}); err != nil {
+		t.Fatal(err)
+	}
+	h.chans = []Channel{h.chans[0], changed, added}
+	h.settle()
+	if got := h.sim.Count("issue_v2.1") - before; got != 1 {
+		t.Errorf("reload issued %d tokens, want 1 (the new channel)", got)
+	}
+	if h.current(0) != keep {
+		t.Error("reload replaced an unchanged channel's token")
+	}
+	if _, _, ok := h.rot.Token(removed.ID); ok {
+		t.Error("removed channel still served")
+	}
+	if got := h.readFile(h.dir + "/bot-2.env"); got != "LINE_CHANNEL_ACCESS_TOKEN="+h.current(1)+"\n" {
+		t.Error("changed channel's new output not written")
+	}
+	if got := h.readFile(h.dir + "/new-bot.token"); !strings.HasPrefix(got, "LINE_CHANNEL_ACCESS_TOKEN=") {
+		t.Error("added channel's output not written")
+	}
+	if !h.rot.Ready() {
+		t.Error("not ready after reload")
+	}
+}
+
+func TestRunOnce(t *testing.T) {
+	h := newHarness(t, 2, nil)
+	rot, err := New(h.chans, h.opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rot.RunOnce(context.Background()); err != nil {
+		t.Fatalf("RunOnce: %v", err)
+	}
+	if h.sim.Count("issue_v2.1") != 2 {
+		t.Fatalf("issue calls = %d", h.sim.Count("issue_v2.1"))
+	}
+	// Second pass with valid tokens: no issue.
+	rot2, _ := New(h.chans, h.opts)
+	if err := rot2.RunOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if h.sim.Count("issue_v2.1") != 2 {
+		t.Fatalf("second pass issued again")
+	}
+	// A pass that cannot get a token for a new channel fails and names it.
+	h.sim.SetFault("issue_v2.1", linefake.Fault{Status: 500})
+	ch := h.chans[0]
+	ch.ID, ch.Name = "1688888888", "broken-bot"
+	ch.Outputs = nil
+	h.sim.AddChannel(ch.ID, ch.Secret)
+	h.sim.RegisterKey(ch.ID, testKID, &sharedKey(t).PublicKey)
+	rot3, _ := New(append(h.chans, ch), h.opts)
+	err = rot3.RunOnce(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "1 of 3 channels hold no valid token: broken-bot") {
+		t.Fatalf("RunOnce error = %v", err)
+	}
+}
+
+func TestStoreRecordsLifecycle(t *testing.T) {
+	h := newHarness(t, 1, func(_ int, ch *Channel) { ch.Jitter = 0 })
+	h.start()
+	h.advance(21*day+time.Hour, nil) // rotated at day 20, revoked at day 21
+	recs, err := h.store.Channel(h.chans[0].ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	states := map[store.State]int{}
+	for _, r := range recs {
+		states[r.State]++
+	}
+	if states[store.StateCurrent] != 1 || states[store.StateRevoked] != 1 {
+		t.Errorf("record states %v, want 1 current and 1 revoked", states)
+	}
+	h.advance(10*day, nil) // the revoked one expires and is dropped
+	recs, _ = h.store.Channel(h.chans[0].ID)
+	if len(recs) != 1 {
+		t.Errorf("%d records after expiry, want 1", len(recs))
+	}
+}

@@ -1,0 +1,551 @@
+package rotator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"go.uber.org/zap"
+
+	"github.com/tokend/tokend/internal/hooks"
+	"github.com/tokend/tokend/internal/oauth"
+	"github.com/tokend/tokend/internal/output"
+	"github.com/tokend/tokend/internal/store"
+)
+
+// channel is the live state of one configured channel. mu serialises its
+// steps; snap is what readers see without locking.
+type channel struct {
+	mu     sync.Mutex
+	cfg    Channel
+	signer *oauth.Signer
+	log    *zap.Logger
+
+	current *store.Record  // the token being served
+	old     []store.Record // superseded or revoked, not yet expired
+
+	published  bool // current written to every output
+	hooksDue   bool // a new token awaits its on_rotate hooks
+	gone       bool // LINE no longer knows the current token
+	ready      bool // counted in Rotator.readyCount
+	removed    bool
+	orphans    int
+	lastErr    string
+	lastErrAt  time.Time
+	nextRecon  time.Time
+	next       time.Time
+	jobID      uuid.UUID
+	issue      attempt
+	reconcile  attempt
+	revoke     attempt
+	publishTry attempt
+
+	snap atomic.Pointer[snapshot]
+}
+
+// attempt tracks consecutive failures of one kind of action.
+type attempt struct {
+	failures int
+	at       time.Time // not before this time
+}
+
+// snapshot is an immutable view of a channel for lock-free readers.
+type snapshot struct {
+	token     output.Token
+	status    ChannelStatus
+	published bool
+}
+
+func (s *snapshot) valid(now time.Time) bool {
+	return s.token.AccessToken != "" && now.Before(s.token.ExpiresAt)
+}
+
+// adopt takes the channel's records from the store: the newest current
+// one is served, the rest are tracked until they expire.
+func (c *channel) adopt(recs []store.Record) {
+	c.current, c.old = nil, nil
+	for _, rec := range recs {
+		if rec.State == store.StateCurrent && (c.current == nil || rec.IssuedAt.After(c.current.IssuedAt)) {
+			if c.current != nil {
+				c.old = append(c.old, *c.current)
+			}
+			cur := rec
+			c.current = &cur
+			continue
+		}
+		c.old = append(c.old, rec)
+	}
+}
+
+// step does whatever is due for c at the clock's now and returns when the
+// next step is due.
+func (r *Rotator) step(ctx context.Context, c *channel) time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.removed {
+		return time.Time{}
+	}
+	now := r.clock.Now()
+	r.dropExpired(c, now)
+	if c.cfg.Kind != KindStateless && !now.Before(c.nextRecon) && !now.Before(c.reconcile.at) {
+		r.doReconcile(ctx, c, now)
+		now = r.clock.Now()
+	}
+	if r.needsIssue(c, now) && !now.Before(c.issue.at) {
+		r.doIssue(ctx, c, now)
+		now = r.clock.Now()
+	}
+	if c.current != nil && !c.published && !now.Before(c.publishTry.at) && now.Before(c.current.ExpiresAt) {
+		r.publish(c, now)
+	}
+	r.doRevoke(ctx, c, now)
+	now = r.clock.Now()
+	r.refresh(c, now)
+	return r.nextWake(c, now)
+}
+
+func (r *Rotator) rotateAt(c *channel) time.Time {
+	cur := c.current
+	return RotateAt(cur.IssuedAt, cur.ExpiresAt, cur.ID, c.cfg.RotateBefore, c.cfg.Jitter)
+}
+
+func (r *Rotator) needsIssue(c *channel, now time.Time) bool {
+	cur := c.current
+	return cur == nil || c.gone || cur.Kind != c.cfg.Kind ||
+		!now.Before(cur.ExpiresAt) || !now.Before(r.rotateAt(c))
+}
+
+// nextWake is the earliest moment anything is due for c.
+func (r *Rotator) nextWake(c *channel, now time.Time) time.Time {
+	var ts []time.Time
+	if c.current == nil || c.gone || c.current.Kind != c.cfg.Kind {
+		ts = append(ts, later(now, c.issue.at))
+	} else {
+		ts = append(ts, later(r.rotateAt(c), c.issue.at))
+		if c.current.ExpiresAt.After(now) {
+			ts = append(ts, c.current.ExpiresAt) // readers must see it lapse
+		}
+		if !c.published {
+			ts = append(ts, later(now, c.publishTry.at))
+		}
+	}
+	if c.cfg.Kind != KindStateless {
+		ts = append(ts, later(c.nextRecon, c.reconcile.at))
+	}
+	for _, rec := range c.old {
+		ts = append(ts, rec.ExpiresAt)
+		if at, ok := RevokeAt(rec, rec.Kind, c.cfg.RevokeAfter); ok && canRevoke(c, rec) {
+			ts = append(ts, later(at, c.revoke.at))
+		}
+	}
+	next := earliest(ts...)
+	if !next.After(now) {
+		// Everything due now was just attempted; a past instant here would
+		// make the channel spin. Never re-arm sooner than a second.
+		next = now.Add(time.Second)
+	}
+	return next
+}
+
+// canRevoke reports whether tokend holds what revoking rec needs.
+func canRevoke(c *channel, rec store.Record) bool {
+	return rec.Kind != KindV21 || c.cfg.Secret != ""
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+// call makes one LINE call within the in-flight bound. A call already
+// under way is allowed to finish (within the client's own timeout) even if
+// ctx ends, so a token LINE issued is recorded rather than lost.
+func (r *Rotator) call(ctx context.Context, endpoint string, fn func(context.Context) error) error {
+	select {
+	case r.sem <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-r.sem }()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	start := time.Now()
+	err := fn(context.WithoutCancel(ctx))
+	r.o.Metrics.LINERequest(endpoint, oauth.Cause(err), time.Since(start))
+	return err
+}
+
+func (r *Rotator) fail(c *channel, a *attempt, now time.Time, msg string, err error) time.Duration {
+	a.failures++
+	d := r.o.Retry.RetryDelay(err, a.failures, r.o.Rand())
+	a.at = now.Add(d)
+	c.lastErr = err.Error()
+	c.lastErrAt = now
+	fields := []zap.Field{zap.Error(err), zap.String("cause", oauth.Cause(err)), zap.Int("failures", a.failures), zap.Duration("retry_in", d)}
+	if fix := remedy(err, c); fix != "" {
+		c.log.Error(msg, append(fields, zap.String("fix", fix))...)
+	} else {
+		c.log.Warn(msg, fields...)
+	}
+	return d
+}
+
+// remedy says what an operator must change for errors retrying cannot fix.
+func remedy(err error, c *channel) string {
+	switch {
+	case errors.Is(err, oauth.ErrTokenLimit):
+		return "LINE already holds 30 valid v2.1 tokens for this channel; tokend retries slowly. Revoke unused tokens (see orphan key IDs) or wait for them to expire"
+	case errors.Is(err, oauth.ErrKeyNotFound):
+		return fmt.Sprintf("LINE does not know assertion signing key %q for channel %s: check key_id and that the public key is registered in the LINE Developers Console", c.cfg.KeyID, c.cfg.ID)
+	case errors.Is(err, oauth.ErrInvalidClient):
+		return "LINE rejected the channel's credentials: check the channel ID, the channel secret and the private key"
+	case errors.Is(err, errLocal):
+		return ""
+	case !oauth.IsRetryable(err) && err != nil && !errors.Is(err, context.Canceled):
+		return "LINE refused the request; check this channel's configuration"
+	}
+	return ""
+}
+
+func (r *Rotator) assertion(c *channel, now time.Time, ttl time.Duration) (string, error) {
+	if c.signer == nil {
+		return "", errors.New("no signing key configured")
+	}
+	a, err := c.signer.Sign(now, ttl)
+	if err != nil {
+		return "", fmt.Errorf("sign assertion: %w", err)
+	}
+	return a, nil
+}
+
+// doReconcile compares tracked tokens with what LINE holds: for v2.1 the
+// list of valid key IDs, for short-lived a verify of the current token.
+func (r *Rotator) doReconcile(ctx context.Context, c *channel, now time.Time) {
+	switch c.cfg.Kind {
+	case KindV21:
+		var kids []string
+		err := r.call(ctx, "kids_v2.1", func(ctx context.Context) error {
+			a, err := r.assertion(c, now, 0)
+			if err != nil {
+				return err
+			}
+			kids, err = r.o.LINE.GetChannelAccessTokenKeyIDsV2_1(ctx, a)
+			return err
+		})
+		if err != nil {
+			if ctx.Err() == nil {
+				r.fail(c, &c.reconcile, now, "reconcile failed", fmt.Errorf("list valid key IDs: %w", err))
+			}
+			return
+		}
+		r.applyKeyIDs(c, now, kids)
+	case KindShortLived:
+		if c.current == nil || !now.Before(c.current.ExpiresAt) {
+			break
+		}
+		tok := c.current.AccessToken
+		err := r.call(ctx, "verify_short", func(ctx context.Context) error {
+			_, err := r.o.LINE.VerifyAccessToken(ctx, tok)
+			return err
+		})
+		var apiErr *oauth.APIError
+		switch {
+		case err == nil:
+		case errors.As(err, &apiErr) && apiErr.StatusCode == 400:
+			c.gone = true
+			c.log.Warn("current token is no longer valid at LINE; replacing it", zap.String("key_id", c.current.KeyID))
+		default:
+			if ctx.Err() == nil {
+				r.fail(c, &c.reconcile, now, "reconcile failed", fmt.Errorf("verify current token: %w", err))
+			}
+			return
+		}
+	}
+	c.reconcile = attempt{}
+	c.nextRecon = now.Add(c.cfg.ReconcileEvery)
+}
+
+// applyKeyIDs acts on LINE's list of valid v2.1 key IDs.
+func (r *Rotator) applyKeyIDs(c *channel, now time.Time, kids []string) {
+	valid := make(map[string]bool, len(kids))
+	for _, k := range kids {
+		valid[k] = true
+	}
+	tracked := map[string]bool{}
+	if cur := c.current; cur != nil && cur.Kind == KindV21 {
+		tracked[cur.KeyID] = true
+		// A token issued after LINE built its answer may be missing from
+		// it; only an older one can be judged.
+		if !valid[cur.KeyID] && now.Before(cur.ExpiresAt) && !c.gone {
+			c.gone = true
+			c.log.Warn("current token is no longer valid at LINE (revoked elsewhere?); replacing it", zap.String("key_id", cur.KeyID))
+		}
+	}
+	var changed []store.Record
+	for i := range c.old {
+		rec := &c.old[i]
+		tracked[rec.KeyID] = true
+		if rec.Kind == KindV21 && rec.State == store.StateSuperseded && !valid[rec.KeyID] {
+			rec.State, rec.RevokedAt = store.StateRevoked, now
+			changed = append(changed, *rec)
+		}
+	}
+	if len(changed) > 0 {
+		if err := r.o.Store.Put(changed...); err != nil {
+			c.log.Warn("cannot record tokens LINE no longer holds", zap.Error(err))
+		}
+	}
+	var orphans []string
+	for _, k := range kids {
+		if !tracked[k] {
+			orphans = append(orphans, k)
+		}
+	}
+	slices.Sort(orphans)
+	c.orphans = len(orphans)
+	r.o.Metrics.SetOrphans(c.cfg.Label(), len(orphans))
+	if len(orphans) > 0 {
+		c.log.Warn("LINE holds valid tokens tokend does not track (orphans); they count against the limit of 30 until they expire",
+			zap.Strings("orphan_key_ids", orphans), zap.Int("valid_at_line", len(kids)))
+	}
+	if len(kids) >= 25 {
+		c.log.Error("channel nears LINE's limit of 30 valid v2.1 tokens; at 30 issuing fails",
+			zap.Int("valid_at_line", len(kids)), zap.Int("orphans", len(orphans)),
+			zap.String("fix", "revoke tokens you do not use, or wait for them to expire"))
+	}
+}
+
+// doIssue gets a new token, commits it (superseding the old one), publishes
+// it and runs the hooks.
+func (r *Rotator) doIssue(ctx context.Context, c *channel, now time.Time) {
+	var tok *oauth.Token
+	endpoint := map[string]string{KindV21: "issue_v2.1", KindShortLived: "issue_short", KindStateless: "issue_stateless"}[c.cfg.Kind]
+	err := r.call(ctx, endpoint, func(ctx context.Context) error {
+		var err error
+		switch c.cfg.Kind {
+		case KindV21:
+			var a string
+			if a, err = r.assertion(c, now, c.cfg.TokenTTL); err == nil {
+				tok, err = r.o.LINE.IssueChannelAccessTokenV2_1(ctx, a)
+			}
+		case KindShortLived:
+			tok, err = r.o.LINE.IssueAccessToken(ctx, c.cfg.ID, c.cfg.Secret)
+		case KindStateless:
+			if c.signer != nil {
+				var a string
+				if a, err = r.assertion(c, now, 0); err == nil {
+					tok, err = r.o.LINE.IssueStatelessTokenByAssertion(ctx, a)
+				}
+			} else {
+				tok, err = r.o.LINE.IssueStatelessTokenBySecret(ctx, c.cfg.ID, c.cfg.Secret)
+			}
+		}
+		return err
+	})
+	if err != nil {
+		if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+			return // shutting down
+		}
+		r.o.Metrics.Rotation(c.cfg.Label(), oauth.Cause(err))
+		r.fail(c, &c.issue, now, "issue token failed", fmt.Errorf("issue %s token: %w", c.cfg.Kind, err))
+		return
+	}
+	if tok.ExpiresIn <= 0 {
+		r.o.Metrics.Rotation(c.cfg.Label(), "malformed")
+		r.fail(c, &c.issue, now, "issue token failed", fmt.Errorf("issue %s token: LINE answered expires_in %d", c.cfg.Kind, tok.ExpiresIn))
+		return
+	}
+	rec := store.Record{
+		ChannelID:   c.cfg.ID,
+		Kind:        c.cfg.Kind,
+		ID:          store.RecordID(tok.KeyID, tok.AccessToken),
+		AccessToken: tok.AccessToken,
+		TokenType:   tok.TokenType,
+		KeyID:       tok.KeyID,
+		IssuedAt:    now,
+		ExpiresAt:   now.Add(time.Duration(tok.ExpiresIn) * time.Second),
+		State:       store.StateCurrent,
+	}
+	if rec.TokenType == "" {
+		rec.TokenType = "Bearer"
+	}
+	recs := []store.Record{rec}
+	var prev *store.Record
+	if c.current != nil {
+		p := *c.current
+		if c.gone {
+			p.State, p.RevokedAt = store.StateRevoked, now
+		} else {
+			p.State, p.SupersededAt = store.StateSuperseded, now
+		}
+		prev = &p
+		recs = append(recs, p)
+	}
+	if err := r.o.Store.Put(recs...); err != nil {
+		// The token exists at LINE but not in the store: publishing it
+		// would break "committed before published". It will show up as
+		// an orphan at the next reconcile.
+		r.o.Metrics.Rotation(c.cfg.Label(), "store")
+		r.fail(c, &c.issue, now, "cannot record issued token; it is lost and will expire unused",
+			fmt.Errorf("%w: commit token record: %w", errLocal, err))
+		return
+	}
+	if prev != nil {
+		c.old = append(c.old, *prev)
+	}
+	c.current = &rec
+	c.gone, c.published, c.hooksDue = false, false, true
+	c.issue = attempt{}
+	c.lastErr, c.lastErrAt = "", time.Time{}
+	r.o.Metrics.Rotation(c.cfg.Label(), "ok")
+	c.log.Info("token issued",
+		zap.String("kind", rec.Kind), zap.String("key_id", rec.KeyID),
+		zap.Time("expires_at", rec.ExpiresAt), zap.Time("rotate_at", r.rotateAt(c)),
+		zap.Bool("rotation", prev != nil))
+	r.publish(c, now)
+}
+
+// publish writes the current token to every output; after the first
+// complete write of a new token it starts the channel's hooks.
+func (r *Rotator) publish(c *channel, now time.Time) {
+	cur := c.current
+	tok := tokenOf(c.cfg, cur)
+	var errs []error
+	for _, o := range c.cfg.Outputs {
+		data, err := output.Render(o.Format, tok)
+		if err == nil {
+			_, err = output.WriteFile(o.Path, data, o.Mode)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("output %s: %w", o.Path, err))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		r.o.Metrics.OutputError(c.cfg.Label())
+		r.fail(c, &c.publishTry, now, "output write failed", fmt.Errorf("%w: %w", errLocal, err))
+		c.published = false
+		return
+	}
+	c.publishTry = attempt{}
+	c.published = true
+	if c.hooksDue && len(c.cfg.Hooks) > 0 {
+		ev := hooks.Event{ChannelID: c.cfg.ID, Name: c.cfg.Name, ExpiresAt: cur.ExpiresAt}
+		for _, o := range c.cfg.Outputs {
+			ev.Outputs = append(ev.Outputs, o.Path)
+		}
+		specs, log := c.cfg.Hooks, c.log
+		r.hooksWG.Add(1)
+		go func() {
+			defer r.hooksWG.Done()
+			_ = r.o.Hooks(context.Background(), specs, ev, log)
+		}()
+	}
+	c.hooksDue = false
+}
+
+func tokenOf(ch Channel, rec *store.Record) output.Token {
+	return output.Token{
+		ChannelID: ch.ID, Name: ch.Name,
+		AccessToken: rec.AccessToken, TokenType: rec.TokenType, KeyID: rec.KeyID,
+		IssuedAt: rec.IssuedAt, ExpiresAt: rec.ExpiresAt,
+	}
+}
+
+// doRevoke revokes superseded tokens whose grace period is over.
+func (r *Rotator) doRevoke(ctx context.Context, c *channel, now time.Time) {
+	if now.Before(c.revoke.at) {
+		return
+	}
+	for i := range c.old {
+		rec := &c.old[i]
+		at, ok := RevokeAt(*rec, rec.Kind, c.cfg.RevokeAfter)
+		if !ok || now.Before(at) {
+			continue
+		}
+		if !canRevoke(c, *rec) {
+			continue // nothing to revoke with; it expires by itself
+		}
+		tok, kind := rec.AccessToken, rec.Kind
+		err := r.call(ctx, map[string]string{KindV21: "revoke_v2.1", KindShortLived: "revoke_short"}[kind], func(ctx context.Context) error {
+			if kind == KindV21 {
+				return r.o.LINE.RevokeChannelAccessTokenV2_1(ctx, c.cfg.ID, c.cfg.Secret, tok)
+			}
+			return r.o.LINE.RevokeAccessToken(ctx, tok)
+		})
+		if err != nil {
+			if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+				return
+			}
+			r.o.Metrics.Revocation(c.cfg.Label(), oauth.Cause(err))
+			r.fail(c, &c.revoke, now, "revoke superseded token failed", fmt.Errorf("revoke %s token %s: %w", kind, rec.KeyID, err))
+			return
+		}
+		r.o.Metrics.Revocation(c.cfg.Label(), "ok")
+		rec.State, rec.RevokedAt = store.StateRevoked, now
+		if err := r.o.Store.Put(*rec); err != nil {
+			c.log.Warn("cannot record revocation", zap.String("key_id", rec.KeyID), zap.Error(err))
+		}
+		c.revoke = attempt{}
+		c.log.Info("superseded token revoked", zap.String("key_id", rec.KeyID))
+	}
+}
+
+// dropExpired forgets records of tokens that have expired.
+func (r *Rotator) dropExpired(c *channel, now time.Time) {
+	var ids []string
+	c.old = slices.DeleteFunc(c.old, func(rec store.Record) bool {
+		if now.Before(rec.ExpiresAt) {
+			return false
+		}
+		ids = append(ids, rec.ID)
+		return true
+	})
+	if len(ids) == 0 {
+		return
+	}
+	if err := r.o.Store.Delete(c.cfg.ID, ids...); err != nil {
+		c.log.Warn("cannot drop expired token records", zap.Error(err))
+	}
+}
+
+// refresh publishes c's state to lock-free readers, metrics and readiness;
+// c.mu must be held.
+func (r *Rotator) refresh(c *channel, now time.Time) {
+	s := &snapshot{
+		status: ChannelStatus{
+			ID: c.cfg.ID, Name: c.cfg.Name, Kind: c.cfg.Kind,
+			Orphans: c.orphans, LastError: c.lastErr, LastErrorAt: c.lastErrAt,
+		},
+		published: c.published,
+	}
+	if cur := c.current; cur != nil && now.Before(cur.ExpiresAt) {
+		s.token = tokenOf(c.cfg, cur)
+		s.status.KeyID, s.status.IssuedAt, s.status.ExpiresAt = cur.KeyID, cur.IssuedAt, cur.ExpiresAt
+		if cur.Kind == c.cfg.Kind {
+			s.status.NextRotation = later(r.rotateAt(c), c.issue.at)
+		} else {
+			s.status.NextRotation = later(now, c.issue.at)
+		}
+		r.o.Metrics.SetToken(c.cfg.Label(), cur.ExpiresAt, s.status.NextRotation)
+	}
+	s.status.Valid = s.valid(now)
+	c.snap.Store(s)
+	ready := s.status.Valid && c.published && !c.removed
+	if ready != c.ready {
+		c.ready = ready
+		if ready {
+			r.readyCount.Add(1)
+		} else {
+			r.readyCount.Add(-1)
+		}
+		r.noteReady()
+	}
+}

@@ -1,0 +1,272 @@
+// Package socket is tokend's local API: HTTP/1.1 over a Unix socket that
+// hands the current token of a channel to co-located bots, reports status,
+// health and readiness, and serves Prometheus metrics; with the listener
+// that creates the socket safely, the server that runs it until its context
+// is done, and the client the `tokend token` and `tokend status` commands
+// use.
+//
+// Routes (GET, and HEAD; any other method gets 405):
+//
+//	/v1/channels/{id or name}/token   the token as JSON (the output json format), or bare
+//	                                  with ?format=raw or Accept: text/plain;
+//	                                  404 unknown channel, 503 no valid token yet
+//	/v1/channels                      {"channels":[status...]}, never a token
+//	/healthz                          200 "ok" while the process serves
+//	/readyz                           200 when every channel holds a valid token, else 503
+//	/metrics                          Prometheus exposition
+//
+// When socket.allowed_uids is set, every request on the socket from a peer
+// whose uid (SO_PEERCRED) is not listed gets 403. Errors are JSON objects
+// {"error":"..."}.
+package socket
+
+import (
+	"encoding/json"
+	"fmt"
+	"mime"
+	"net/http"
+	"slices"
+	"strings"
+	"unicode/utf8"
+
+	"go.uber.org/zap"
+
+	"github.com/tokend/tokend/internal/output"
+	"github.com/tokend/tokend/internal/rotator"
+)
+
+// Source is what the socket serves; *rotator.Rotator is one.
+type Source interface {
+	// Token returns the channel's current token and status; ok is false
+	// for an unknown channel, and the token's AccessToken is "" while
+	// the channel holds no valid token.
+	Token(idOrName string) (tok output.Token, st rotator.ChannelStatus, ok bool)
+	// Status returns the status of every channel.
+	Status() []rotator.ChannelStatus
+	// Ready reports whether every channel holds a valid token.
+	Ready() bool
+}
+
+// HandlerOptions configures NewHandler.
+type HandlerOptions struct {
+	Metrics     http.Handler // serves /metrics; nil: 404
+	AllowedUIDs []int        // peers allowed on the socket; empty: anyone who can open it
+	Logger      *zap.Logger  // nil: no logs
+}
+
+// maxNameInError bounds how much of a client-supplied channel name an
+// error message repeats.
+const maxNameInError = 64
+
+// NewHandler returns the socket API served from src.
+func NewHandler(src Source, o HandlerOptions) http.Handler {
+	h := &handler{src: src, metrics: o.Metrics, allowed: slices.Clone(o.AllowedUIDs), log: o.Logger}
+	if h.log == nil {
+		h.log = zap.NewNop()
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/v1/channels/{channel}/token", get(h.token))
+	mux.HandleFunc("/v1/channels", get(h.channels))
+	h.public(mux)
+	return h.authorize(mux)
+}
+
+// NewMetricsHandler returns the handler for metrics_listen (TCP): only
+// /metrics, /healthz and /readyz, never a token or a channel's status.
+func NewMetricsHandler(src Source, metrics http.Handler) http.Handler {
+	h := &handler{src: src, metrics: metrics, log: zap.NewNop()}
+	mux := http.NewServeMux()
+	h.public(mux)
+	return mux
+}
+
+type handler struct {
+	src     Source
+	metrics http.Handler
+	allowed []int
+	log     *zap.Logger
+}
+
+// public registers the routes both handlers serve, and the JSON 404.
+func (h *handler) public(mux *http.ServeMux) {
+	mux.HandleFunc("/healthz", get(func(w http.ResponseWriter, _ *http.Request) {
+		writeText(w, http.StatusOK, "ok")
+	}))
+	mux.HandleFunc("/readyz", get(func(w http.ResponseWriter, _ *http.Request) {
+		if h.src.Ready() {
+			writeText(w, http.StatusOK, "ok")
+			return
+		}
+		writeText(w, http.StatusServiceUnavailable, "not ready")
+	}))
+	mux.HandleFunc("/metrics", get(func(w http.ResponseWriter, r *http.Request) {
+		if h.metrics == nil {
+			writeError(w, http.StatusNotFound, "metrics are not enabled")
+			return
+		}
+		h.metrics.ServeHTTP(w, r)
+	}))
+	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
+		writeError(w, http.StatusNotFound, "not found")
+	})
+}
+
+// publicPaths are the routes served to peers not on the Unix socket.
+var publicPaths = map[string]bool{"/healthz": true, "/readyz": true, "/metrics": true}
+
+// authorize enforces the uid allow-list on the socket, and keeps token and
+// status routes off any listener that is not a Unix socket.
+func (h *handler) authorize(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p, known := peerFrom(r.Context())
+		switch {
+		case known && !p.unix:
+			if !publicPaths[r.URL.Path] {
+				writeError(w, http.StatusForbidden, "only /metrics, /healthz and /readyz are served outside the Unix socket")
+				return
+			}
+		case len(h.allowed) == 0:
+		case !known:
+			writeError(w, http.StatusForbidden, "peer credentials unknown")
+			return
+		case p.err != nil:
+			h.log.Warn("cannot read peer credentials; request refused", zap.Error(p.err))
+			writeError(w, http.StatusForbidden, "peer credentials unavailable")
+			return
+		case !slices.Contains(h.allowed, p.uid):
+			h.log.Warn("peer not in socket.allowed_uids; request refused",
+				zap.Int("uid", p.uid), zap.Int("pid", p.pid), zap.String("path", clip(r.URL.Path)))
+			writeError(w, http.StatusForbidden, fmt.Sprintf("uid %d is not allowed (socket.allowed_uids)", p.uid))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// get allows GET (and so HEAD) only.
+func get(f http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("method %q not allowed", clip(r.Method)))
+			return
+		}
+		f(w, r)
+	}
+}
+
+// token serves GET /v1/channels/{channel}/token.
+func (h *handler) token(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("channel")
+	format, err := tokenFormat(r)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	tok, st, ok := h.src.Token(name)
+	if !ok {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("unknown channel %q", clip(name)))
+		return
+	}
+	if tok.AccessToken == "" || !st.Valid {
+		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("channel %q has no valid token yet", clip(name)))
+		return
+	}
+	body, err := output.Render(format, tok)
+	if err != nil { // Render's errors never hold the token
+		h.log.Error("cannot render token", zap.String("channel", clip(name)), zap.Error(err))
+		writeError(w, http.StatusInternalServerError, fmt.Sprintf("channel %q: token cannot be rendered", clip(name)))
+		return
+	}
+	p, _ := peerFrom(r.Context())
+	h.log.Debug("token served", zap.String("channel", clip(name)), zap.String("format", format),
+		zap.Int("uid", p.uid), zap.Int("pid", p.pid))
+	ct := "application/json"
+	if format == output.FormatRaw {
+		ct = "text/plain; charset=utf-8"
+	}
+	w.Header().Set("Content-Type", ct)
+	noStore(w)
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(body)
+}
+
+// tokenFormat picks raw or json from ?format= or else the Accept header:
+// text/plain before application/json (or without it) means raw.
+func tokenFormat(r *http.Request) (string, error) {
+	switch f := r.URL.Query().Get("format"); f {
+	case output.FormatRaw, output.FormatJSON:
+		return f, nil
+	case "":
+	default:
+		return "", fmt.Errorf("unknown format %q (want json or raw)", clip(f))
+	}
+	for _, accept := range r.Header.Values("Accept") {
+		for part := range strings.SplitSeq(accept, ",") {
+			mt, _, err := mime.ParseMediaType(strings.TrimSpace(part))
+			if err != nil {
+				continue
+			}
+			switch mt {
+			case "text/plain":
+				return output.FormatRaw, nil
+			case "application/json":
+				return output.FormatJSON, nil
+			}
+		}
+	}
+	return output.FormatJSON, nil
+}
+
+// channels serves GET /v1/channels.
+func (h *handler) channels(w http.ResponseWriter, _ *http.Request) {
+	st := h.src.Status()
+	if st == nil {
+		st = []rotator.ChannelStatus{}
+	}
+	writeJSON(w, http.StatusOK, struct {
+		Channels []rotator.ChannelStatus `json:"channels"`
+	}{st})
+}
+
+func noStore(w http.ResponseWriter) {
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	body, err := json.Marshal(v)
+	if err != nil { // plain structs and strings: cannot happen
+		code, body = http.StatusInternalServerError, []byte(`{"error":"cannot encode the response"}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	noStore(w)
+	w.WriteHeader(code)
+	_, _ = w.Write(append(body, '\n'))
+}
+
+func writeError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, struct {
+		Error string `json:"error"`
+	}{msg})
+}
+
+func writeText(w http.ResponseWriter, code int, s string) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	noStore(w)
+	w.WriteHeader(code)
+	_, _ = w.Write([]byte(s))
+}
+
+// clip shortens a client-supplied string to maxNameInError bytes, at a
+// rune boundary, marking the cut. Callers quote it with %q.
+func clip(s string) string {
+	if len(s) <= maxNameInError {
+		return s
+	}
+	n := maxNameInError
+	for n > maxNameInError-utf8.UTFMax && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "..."
+}

@@ -1,0 +1,473 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+)
+
+// FileName is the name of the database file inside the state directory.
+const FileName = "tokend.db"
+
+const (
+	dirMode  os.FileMode = 0o700
+	fileMode os.FileMode = 0o600
+
+	// lockTimeout bounds the wait for the file lock: a second tokend on
+	// the same directory fails fast instead of hanging.
+	lockTimeout = 100 * time.Millisecond
+
+	// batchDelay is how long a Put waits for other Puts to share its
+	// commit. bbolt's default (10ms) makes a lone write wait 10ms for
+	// nothing; 1ms still lets a burst (every channel issuing at start)
+	// pile up behind the commit in flight and go out in the next one.
+	batchDelay = time.Millisecond
+)
+
+var (
+	bucketMeta     = []byte("meta")
+	bucketChannels = []byte("channels")
+	keySchema      = []byte("schema_version")
+)
+
+// LockedError is returned by Open when another process (or another Open in
+// this one) holds the state directory's database.
+type LockedError struct {
+	Dir string // the state directory
+}
+
+// Error says which directory is in use and which file holds the lock.
+func (e *LockedError) Error() string {
+	return fmt.Sprintf("state directory %s is in use by another tokend (lock held on %s)",
+		e.Dir, filepath.Join(e.Dir, FileName))
+}
+
+// Store is the embedded bbolt store. Its methods are safe for concurrent
+// use; see the package documentation for their semantics.
+type Store struct {
+	db   *bolt.DB
+	path string
+}
+
+// Open opens (creating if needed) the store in dir: the directory is
+// created 0700 if missing (an existing one is left as it is), the database
+// file is created 0600 or tightened to 0600. If another process holds the
+// store, Open fails within about 100ms with a *LockedError. A database
+// written by a newer tokend (a higher SchemaVersion) is refused.
+func Open(dir string) (*Store, error) {
+	if dir == "" {
+		return nil, errors.New("store: empty state directory")
+	}
+	if err := ensureDir(dir); err != nil {
+		return nil, err
+	}
+	path := filepath.Join(dir, FileName)
+	db, err := openBolt(path)
+	if err != nil {
+		switch {
+		case errors.Is(err, berrors.ErrTimeout):
+			return nil, &LockedError{Dir: dir}
+		case errors.Is(err, berrors.ErrInvalid), errors.Is(err, berrors.ErrVersionMismatch),
+			errors.Is(err, berrors.ErrChecksum), errors.As(err, new(panicError)):
+			return nil, fmt.Errorf("store: open: %w", corruptError(path, err))
+		case errors.As(err, new(*fs.PathError)):
+			return nil, fmt.Errorf("store: %w", err)
+		}
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
+	db.MaxBatchDelay = batchDelay
+	s := &Store{db: db, path: path}
+	if err := s.check(); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	if err := s.initSchema(); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// ensureDir creates dir 0700 if it is missing and checks it is a directory.
+func ensureDir(dir string) error {
+	fi, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		if err := os.MkdirAll(dir, dirMode); err != nil {
+			return fmt.Errorf("store: create state directory: %w", err)
+		}
+		// MkdirAll's mode passed through the umask; the directory is ours.
+		if err := os.Chmod(dir, dirMode); err != nil {
+			return fmt.Errorf("store: create state directory: %w", err)
+		}
+		return nil
+	case err != nil:
+		return fmt.Errorf("store: state directory: %w", err)
+	case !fi.IsDir():
+		return fmt.Errorf("store: state directory %s is not a directory", dir)
+	}
+	return nil
+}
+
+// panicError is a panic inside bbolt (it panics on some corrupted pages)
+// turned into an error.
+type panicError struct{ v any }
+
+func (p panicError) Error() string { return fmt.Sprintf("bbolt panic: %v", p.v) }
+
+// openBolt is bolt.Open with the file mode enforced on the open descriptor
+// and bbolt's panics on a corrupted file turned into errors.
+func openBolt(path string) (db *bolt.DB, err error) {
+	var (
+		mu sync.Mutex
+		f  *os.File
+	)
+	openFile := func(name string, flag int, perm os.FileMode) (*os.File, error) {
+		file, err := os.OpenFile(name, flag, perm)
+		if err != nil {
+			return nil, err
+		}
+		fi, err := file.Stat()
+		if err == nil && !fi.Mode().IsRegular() {
+			err = &fs.PathError{Op: "open", Path: name, Err: errors.New("not a regular file")}
+		}
+		if err == nil && fi.Mode().Perm() != fileMode {
+			// Tighten looser bits, and undo a umask that removed ours.
+			err = file.Chmod(fileMode)
+		}
+		if err != nil {
+			_ = file.Close()
+			return nil, err
+		}
+		mu.Lock()
+		f = file
+		mu.Unlock()
+		return file, nil
+	}
+	defer func() {
+		if v := recover(); v != nil {
+			// bbolt panicked half way through Open: release the lock
+			// and the file ourselves. Unlock explicitly: the memory
+			// mapping bbolt may have made (and which leaks) keeps the
+			// open file, and with it the flock, alive after Close.
+			mu.Lock()
+			if f != nil {
+				_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+				_ = f.Close()
+			}
+			mu.Unlock()
+			db, err = nil, panicError{v}
+		}
+	}()
+	return bolt.Open(path, fileMode, &bolt.Options{Timeout: lockTimeout, OpenFile: openFile})
+}
+
+// corruptError says which file is damaged and what to do about it.
+func corruptError(path string, err error) error {
+	return fmt.Errorf("%s is corrupted or not a tokend database (%w); move it aside to start with an empty store", path, err)
+}
+
+// check runs bbolt's consistency check, so a damaged file is reported at
+// Open instead of panicking later inside a transaction.
+func (s *Store) check() error {
+	return s.view("open", func(tx *bolt.Tx) error {
+		var first error
+		for err := range tx.Check() {
+			if first == nil {
+				first = err
+			}
+		}
+		if first != nil {
+			return corruptError(s.path, first)
+		}
+		return nil
+	})
+}
+
+// migrations upgrade the layout one version at a time: migrations[n] turns
+// version n into n+1. Add one whenever SchemaVersion goes up.
+var migrations = map[int]func(*bolt.Tx) error{}
+
+// initSchema records SchemaVersion in a new database, refuses a newer one
+// and migrates an older one.
+func (s *Store) initSchema() error {
+	return s.update("open", func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		if meta == nil {
+			empty := true
+			_ = tx.ForEach(func([]byte, *bolt.Bucket) error { empty = false; return nil })
+			if !empty {
+				return fmt.Errorf("%s has no schema version but is not empty: not a tokend database; move it aside", s.path)
+			}
+			return writeSchema(tx, SchemaVersion)
+		}
+		raw := meta.Get(keySchema)
+		v, err := strconv.Atoi(string(raw))
+		if err != nil || v < 1 {
+			return fmt.Errorf("%s: invalid schema version %q; move the file aside", s.path, raw)
+		}
+		if v > SchemaVersion {
+			return fmt.Errorf("%s has schema version %d, newer than this tokend supports (%d); run a newer tokend or move the file aside",
+				s.path, v, SchemaVersion)
+		}
+		if v < SchemaVersion {
+			if err := migrate(tx, v, SchemaVersion, migrations); err != nil {
+				return fmt.Errorf("%s: %w", s.path, err)
+			}
+			return writeSchema(tx, SchemaVersion)
+		}
+		if tx.Bucket(bucketChannels) == nil {
+			_, err := tx.CreateBucket(bucketChannels)
+			return err
+		}
+		return nil
+	})
+}
+
+func writeSchema(tx *bolt.Tx, v int) error {
+	meta, err := tx.CreateBucketIfNotExists(bucketMeta)
+	if err != nil {
+		return err
+	}
+	if _, err := tx.CreateBucketIfNotExists(bucketChannels); err != nil {
+		return err
+	}
+	return meta.Put(keySchema, []byte(strconv.Itoa(v)))
+}
+
+// migrate applies steps[from], steps[from+1], ... up to version to.
+func migrate(tx *bolt.Tx, from, to int, steps map[int]func(*bolt.Tx) error) error {
+	for v := from; v < to; v++ {
+		step, ok := steps[v]
+		if !ok {
+			return fmt.Errorf("no migration from schema version %d to %d", v, v+1)
+		}
+		if err := step(tx); err != nil {
+			return fmt.Errorf("migrate schema version %d to %d: %w", v, v+1, err)
+		}
+	}
+	return nil
+}
+
+// Close releases the database and its lock. Closing twice is harmless.
+func (s *Store) Close() error {
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("store: close: %w", err)
+	}
+	return nil
+}
+
+// Put stores recs (inserting or replacing by channel and ID) in one
+// transaction, all or none, durable when Put returns. Concurrent Puts share
+// a commit. Every record needs a ChannelID and an ID; they may belong to
+// different channels.
+func (s *Store) Put(recs ...Record) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	if err := validateAll(recs); err != nil {
+		return err
+	}
+	vals := make([][]byte, len(recs))
+	for i, r := range recs {
+		v, err := encodeRecord(r)
+		if err != nil {
+			return fmt.Errorf("store: put: record %d: %w", i, err)
+		}
+		vals[i] = v
+	}
+	// Batch may run this more than once (in a shared transaction that is
+	// rolled back, then alone): it only sets values, so that is harmless.
+	return s.batch("put", func(tx *bolt.Tx) error {
+		root := tx.Bucket(bucketChannels)
+		for i, r := range recs {
+			b, err := root.CreateBucketIfNotExists([]byte(r.ChannelID))
+			if err != nil {
+				return fmt.Errorf("channel %s: %w", r.ChannelID, err)
+			}
+			if err := b.Put([]byte(r.ID), vals[i]); err != nil {
+				return fmt.Errorf("channel %s record %s: %w", r.ChannelID, r.ID, err)
+			}
+		}
+		return nil
+	})
+}
+
+// Delete removes the records ids of channelID in one transaction; IDs that
+// do not exist are ignored. A channel left without records disappears.
+func (s *Store) Delete(channelID string, ids ...string) error {
+	if err := validateDelete(channelID, ids); err != nil {
+		return err
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	return s.batch("delete", func(tx *bolt.Tx) error {
+		root := tx.Bucket(bucketChannels)
+		b := root.Bucket([]byte(channelID))
+		if b == nil {
+			return nil
+		}
+		for _, id := range ids {
+			if err := b.Delete([]byte(id)); err != nil {
+				return fmt.Errorf("channel %s record %s: %w", channelID, id, err)
+			}
+		}
+		if k, _ := b.Cursor().First(); k == nil {
+			return root.DeleteBucket([]byte(channelID))
+		}
+		return nil
+	})
+}
+
+// DeleteChannel removes every record of channelID; an unknown channel is
+// not an error.
+func (s *Store) DeleteChannel(channelID string) error {
+	if channelID == "" {
+		return errors.New("store: delete channel: empty channel id")
+	}
+	return s.batch("delete channel", func(tx *bolt.Tx) error {
+		err := tx.Bucket(bucketChannels).DeleteBucket([]byte(channelID))
+		if errors.Is(err, berrors.ErrBucketNotFound) {
+			return nil
+		}
+		return err
+	})
+}
+
+// Get returns one record, or an error wrapping ErrNotFound.
+func (s *Store) Get(channelID, id string) (Record, error) {
+	var rec Record
+	err := s.view("get", func(tx *bolt.Tx) error {
+		var v []byte
+		if b := tx.Bucket(bucketChannels).Bucket([]byte(channelID)); b != nil {
+			v = b.Get([]byte(id))
+		}
+		if v == nil {
+			return notFound(channelID, id)
+		}
+		var err error
+		rec, err = s.decode(channelID, id, v)
+		return err
+	})
+	return rec, err
+}
+
+func notFound(channelID, id string) error {
+	return fmt.Errorf("channel %s record %s: %w", channelID, id, ErrNotFound)
+}
+
+// Channel returns the records of channelID sorted by IssuedAt, then ID; a
+// channel without records gives nil and no error.
+func (s *Store) Channel(channelID string) ([]Record, error) {
+	var recs []Record
+	err := s.view("channel", func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketChannels).Bucket([]byte(channelID))
+		if b == nil {
+			return nil
+		}
+		var err error
+		recs, err = s.readChannel(channelID, b)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return recs, nil
+}
+
+// All returns every channel's records (each sorted as Channel sorts them),
+// read in one transaction. Channels without records are absent.
+func (s *Store) All() (map[string][]Record, error) {
+	out := map[string][]Record{}
+	err := s.view("all", func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketChannels).ForEachBucket(func(k []byte) error {
+			ch := string(k)
+			recs, err := s.readChannel(ch, tx.Bucket(bucketChannels).Bucket(k))
+			if err != nil {
+				return err
+			}
+			if len(recs) > 0 {
+				out[ch] = recs
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (s *Store) readChannel(channelID string, b *bolt.Bucket) ([]Record, error) {
+	var recs []Record
+	err := b.ForEach(func(k, v []byte) error {
+		if v == nil { // a nested bucket: not ours
+			return nil
+		}
+		r, err := s.decode(channelID, string(k), v)
+		if err != nil {
+			return err
+		}
+		recs = append(recs, r)
+		return nil
+	})
+	sortRecords(recs)
+	return recs, err
+}
+
+func (s *Store) decode(channelID, id string, v []byte) (Record, error) {
+	r, err := decodeRecord(v)
+	if err != nil {
+		return Record{}, fmt.Errorf("decode channel %s record %s in %s: %w", channelID, id, s.path, err)
+	}
+	// The bucket and key are authoritative.
+	r.ChannelID, r.ID = channelID, id
+	return r, nil
+}
+
+// view runs fn in a read transaction, with bbolt's errors and panics
+// (it panics on corrupted pages) turned into store errors.
+func (s *Store) view(op string, fn func(*bolt.Tx) error) (err error) {
+	defer s.recoverCorrupt(op, &err)
+	return s.wrap(op, s.db.View(fn))
+}
+
+// update runs fn in its own write transaction.
+func (s *Store) update(op string, fn func(*bolt.Tx) error) (err error) {
+	defer s.recoverCorrupt(op, &err)
+	return s.wrap(op, s.db.Update(fn))
+}
+
+// batch runs fn in a write transaction shared with concurrent callers.
+func (s *Store) batch(op string, fn func(*bolt.Tx) error) (err error) {
+	defer s.recoverCorrupt(op, &err)
+	return s.wrap(op, s.db.Batch(fn))
+}
+
+func (s *Store) recoverCorrupt(op string, err *error) {
+	if v := recover(); v != nil {
+		*err = fmt.Errorf("store: %s: %w", op, corruptError(s.path, panicError{v}))
+	}
+}
+
+// wrap prefixes err with the package and operation, and maps bbolt's
+// "database not open" to ErrClosed.
+func (s *Store) wrap(op string, err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, berrors.ErrDatabaseNotOpen):
+		return fmt.Errorf("store: %s: %w", op, ErrClosed)
+	}
+	return fmt.Errorf("store: %s: %w", op, err)
+}

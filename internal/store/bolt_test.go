@@ -1,0 +1,430 @@
+package store
+
+import (
+	"errors"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+func openT(t *testing.T, dir string) *Store {
+	t.Helper()
+	s, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+func mode(t *testing.T, path string) os.FileMode {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Mode().Perm()
+}
+
+// TestLock relies on bbolt's flock being per open file: a second Open in
+// the same process conflicts just as another process would.
+func TestLock(t *testing.T) {
+	dir := t.TempDir()
+	first := openT(t, dir)
+
+	start := time.Now()
+	s, err := Open(dir)
+	if err == nil {
+		s.Close()
+		t.Fatal("second Open succeeded")
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("second Open took %v; want about %v", d, lockTimeout)
+	}
+	var locked *LockedError
+	if !errors.As(err, &locked) || locked.Dir != dir {
+		t.Fatalf("err = %#v; want *LockedError{%q}", err, dir)
+	}
+	want := "state directory " + dir + " is in use by another tokend (lock held on " + dir + "/tokend.db)"
+	if err.Error() != want {
+		t.Fatalf("err = %q; want %q", err, want)
+	}
+
+	if err := first.Close(); err != nil {
+		t.Fatal(err)
+	}
+	openT(t, dir) // free again
+}
+
+func TestFileModes(t *testing.T) {
+	t.Run("new", func(t *testing.T) {
+		dir := filepath.Join(t.TempDir(), "a", "state")
+		old := syscall.Umask(0o077) // the modes must not depend on it
+		defer syscall.Umask(old)
+		openT(t, dir)
+		if m := mode(t, dir); m != 0o700 {
+			t.Errorf("dir mode %o; want 700", m)
+		}
+		if m := mode(t, filepath.Join(dir, FileName)); m != 0o600 {
+			t.Errorf("file mode %o; want 600", m)
+		}
+	})
+	t.Run("existing dir kept, loose file tightened", func(t *testing.T) {
+		dir := t.TempDir()
+		if err := os.Chmod(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		s := openT(t, dir)
+		s.Close()
+		path := filepath.Join(dir, FileName)
+		if err := os.Chmod(path, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		openT(t, dir)
+		if m := mode(t, dir); m != 0o755 {
+			t.Errorf("existing dir mode %o; want 755 (untouched)", m)
+		}
+		if m := mode(t, path); m != 0o600 {
+			t.Errorf("file mode %o; want 600", m)
+		}
+	})
+}
+
+func TestSurvivesReopen(t *testing.T) {
+	dir := t.TempDir()
+	s := openT(t, dir)
+	in := fullRecord()
+	if err := s.Put(in, rec("2", "a", 1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Delete("2", "a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openT(t, dir)
+	all, err := s.All()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all) != 1 || len(all[in.ChannelID]) != 1 || all[in.ChannelID][0] != in.normalize() {
+		t.Fatalf("after reopen All = %v", all)
+	}
+}
+
+// rawDB opens the closed store's file with bbolt directly.
+func rawDB(t *testing.T, dir string, fn func(tx *bolt.Tx) error) {
+	t.Helper()
+	db, err := bolt.Open(filepath.Join(dir, FileName), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.Update(fn); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestSchemaVersion(t *testing.T) {
+	dir := t.TempDir()
+	s := openT(t, dir)
+	if err := s.Put(rec("1", "a", 1)); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	var got string
+	rawDB(t, dir, func(tx *bolt.Tx) error {
+		got = string(tx.Bucket(bucketMeta).Get(keySchema))
+		// The layout is what the package documentation says.
+		v := tx.Bucket(bucketChannels).Bucket([]byte("1")).Get([]byte("a"))
+		if !strings.HasPrefix(string(v), `{"channel_id":"1","kind":"v2.1","id":"a","access_token":"token-1-a",`) {
+			t.Errorf("stored value %s", v)
+		}
+		return nil
+	})
+	if got != "1" {
+		t.Fatalf("schema_version = %q; want %q", got, "1")
+	}
+}
+
+func TestSchemaRefused(t *testing.T) {
+	tests := []struct {
+		name  string
+		setup func(tx *bolt.Tx) error
+		want  string // after the path
+	}{
+		{"newer", func(tx *bolt.Tx) error {
+			return tx.Bucket(bucketMeta).Put(keySchema, []byte("2"))
+		}, " has schema version 2, newer than this tokend supports (1); run a newer tokend or move the file aside"},
+		{"garbage version", func(tx *bolt.Tx) error {
+			return tx.Bucket(bucketMeta).Put(keySchema, []byte("x"))
+		}, `: invalid schema version "x"; move the file aside`},
+		{"version zero", func(tx *bolt.Tx) error {
+			return tx.Bucket(bucketMeta).Put(keySchema, []byte("0"))
+		}, `: invalid schema version "0"; move the file aside`},
+		{"another application's database", func(tx *bolt.Tx) error {
+			if err := tx.DeleteBucket(bucketMeta); err != nil {
+				return err
+			}
+			_, err := tx.CreateBucket([]byte("other"))
+			return err
+		}, " has no schema version but is not empty: not a tokend database; move it aside"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			openT(t, dir).Close()
+			rawDB(t, dir, tt.setup)
+			s, err := Open(dir)
+			if err == nil {
+				s.Close()
+				t.Fatal("Open succeeded")
+			}
+			if want := "store: open: " + filepath.Join(dir, FileName) + tt.want; err.Error() != want {
+				t.Fatalf("err = %q\nwant  %q", err, want)
+			}
+		})
+	}
+}
+
+func TestMigrate(t *testing.T) {
+	var ran []int
+	step := func(v int) func(*bolt.Tx) error {
+		return func(*bolt.Tx) error { ran = append(ran, v); return nil }
+	}
+	steps := map[int]func(*bolt.Tx) error{
+		1: step(1), 2: step(2),
+		3: func(*bolt.Tx) error { return errors.New("boom") },
+	}
+	tests := []struct {
+		from, to int
+		ran      []int
+		want     string
+	}{
+		{1, 1, nil, ""},
+		{1, 3, []int{1, 2}, ""},
+		{2, 4, []int{2}, "migrate schema version 3 to 4: boom"},
+		{4, 5, nil, "no migration from schema version 4 to 5"},
+	}
+	for _, tt := range tests {
+		ran = nil
+		err := migrate(nil, tt.from, tt.to, steps)
+		got := ""
+		if err != nil {
+			got = err.Error()
+		}
+		if got != tt.want || len(ran) != len(tt.ran) {
+			t.Errorf("migrate(%d, %d) = %q ran %v; want %q ran %v", tt.from, tt.to, got, ran, tt.want, tt.ran)
+		}
+	}
+}
+
+func TestCorruptFile(t *testing.T) {
+	rnd := rand.New(rand.NewPCG(1, 2))
+	garbage := func(n int) []byte {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte(rnd.UintN(256))
+		}
+		return b
+	}
+	// overwrite damages one page of a real store's file.
+	overwrite := func(page int64) func(t *testing.T, path string) {
+		return func(t *testing.T, path string) {
+			f, err := os.OpenFile(path, os.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			if _, err := f.WriteAt(garbage(4096), page*4096); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	write := func(data []byte) func(t *testing.T, path string) {
+		return func(t *testing.T, path string) {
+			if err := os.WriteFile(path, data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	tests := []struct {
+		name   string
+		damage func(t *testing.T, path string)
+	}{
+		{"short garbage", write([]byte("not a database"))},
+		{"garbage", write(garbage(64 << 10))},
+		{"text", write([]byte(strings.Repeat("channels: [] # yaml, not bbolt\n", 1000)))},
+		{"meta page 0", overwrite(0)},
+		{"both meta pages", func(t *testing.T, path string) { overwrite(0)(t, path); overwrite(1)(t, path) }},
+		{"data page", overwrite(4)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			s := openT(t, dir)
+			for i := range 50 {
+				if err := s.Put(rec(string(rune('a'+i%5)), string(rune('A'+i)), i)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			s.Close()
+			path := filepath.Join(dir, FileName)
+			tt.damage(t, path)
+			s, err := Open(dir)
+			if err == nil {
+				// bbolt could not tell; reading it must still not panic.
+				_, err = s.All()
+				s.Close()
+				t.Fatalf("Open of a damaged file succeeded (All: %v)", err)
+			}
+			want := "is corrupted or not a tokend database"
+			if !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), want) {
+				t.Fatalf("err = %q; want it to name %s and say %q", err, path, want)
+			}
+			t.Log(err)
+			assertUnlocked(t, path)
+		})
+	}
+}
+
+// assertUnlocked fails if anything in this process still holds path's lock
+// (a failed Open must release it).
+func assertUnlocked(t *testing.T, path string) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		t.Fatalf("%s is still locked after a failed Open: %v", path, err)
+	}
+}
+
+// TestCorruptEveryPage damages each page of a store in turn: Open reports
+// the damage or the store works; nothing panics, no lock is left held.
+func TestCorruptEveryPage(t *testing.T) {
+	junk := make([]byte, 4096)
+	for i := range junk {
+		junk[i] = byte(i*7 + 3)
+	}
+	dir := t.TempDir()
+	s := openT(t, dir)
+	for i := range 50 {
+		if err := s.Put(rec(string(rune('a'+i%5)), string(rune('A'+i)), i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	path := filepath.Join(dir, FileName)
+	pristine, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	failed := 0
+	for off := 0; off < len(pristine); off += len(junk) {
+		damaged := slices.Clone(pristine)
+		copy(damaged[off:], junk)
+		if err := os.WriteFile(path, damaged, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		s, err := Open(dir)
+		if err != nil {
+			failed++
+			if !strings.Contains(err.Error(), "is corrupted or not a tokend database") {
+				t.Errorf("page %d: err = %v", off/len(junk), err)
+			}
+			assertUnlocked(t, path)
+			continue
+		}
+		// A page Open found nothing wrong with (a free page): all works.
+		if _, err := s.All(); err != nil {
+			t.Errorf("page %d: All: %v", off/len(junk), err)
+		}
+		if err := s.Put(rec("a", "new", 1)); err != nil {
+			t.Errorf("page %d: Put: %v", off/len(junk), err)
+		}
+		s.Close()
+	}
+	if failed == 0 {
+		t.Fatal("no damage detected at all")
+	}
+}
+
+func TestEmptyFileIsNewStore(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, FileName), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := openT(t, dir)
+	if err := s.Put(rec("1", "a", 1)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestOpenBadPaths(t *testing.T) {
+	// Tests run as root, where permission bits do not stop writes; a
+	// path below a regular file is unwritable for everyone.
+	base := t.TempDir()
+	file := filepath.Join(base, "file")
+	if err := os.WriteFile(file, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dbIsDir := filepath.Join(base, "dbdir")
+	if err := os.MkdirAll(filepath.Join(dbIsDir, FileName), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	fifoDir := filepath.Join(base, "fifo")
+	if err := os.Mkdir(fifoDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(filepath.Join(fifoDir, FileName), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, dir, want string
+	}{
+		{"database is a named pipe", fifoDir, "store: open " + fifoDir + "/tokend.db: not a regular file"},
+		{"empty", "", "store: empty state directory"},
+		{"state dir is a file", file, "store: state directory " + file + " is not a directory"},
+		{"below a file", filepath.Join(file, "state"), "store: state directory: stat " + file + "/state: not a directory"},
+		{"database is a directory", dbIsDir, "store: open " + dbIsDir + "/tokend.db: is a directory"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, err := Open(tt.dir)
+			if err == nil {
+				s.Close()
+				t.Fatal("Open succeeded")
+			}
+			if err.Error() != tt.want {
+				t.Fatalf("err = %q\nwant  %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestOpenPermissionDenied(t *testing.T) {
+	if os.Geteuid() == 0 {
+		t.Skip("root ignores permission bits; TestOpenBadPaths covers unwritable paths")
+	}
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o500); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Chmod(dir, 0o700) })
+	_, err := Open(dir)
+	want := "store: open " + filepath.Join(dir, FileName) + ": permission denied"
+	if err == nil || err.Error() != want {
+		t.Fatalf("err = %v; want %q", err, want)
+	}
+}
