@@ -435,3 +435,28 @@ func TestStoreRecordsLifecycle(t *testing.T) {
 		t.Errorf("%d records after expiry, want 1", len(recs))
 	}
 }
+
+func TestStartSignsOneAssertionPerChannel(t *testing.T) {
+	h := newHarness(t, 3, nil)
+	h.start()
+	perChannel := map[string]map[string]bool{}
+	for _, r := range h.sim.Requests() {
+		a := r.Form.Get("client_assertion")
+		if a == "" {
+			continue
+		}
+		if perChannel[r.Endpoint] == nil {
+			perChannel[r.Endpoint] = map[string]bool{}
+		}
+		perChannel[r.Endpoint][a] = true
+	}
+	kids, issues := perChannel["kids_v2.1"], perChannel["issue_v2.1"]
+	if len(kids) != 3 || len(issues) != 3 {
+		t.Fatalf("distinct assertions: %d for key IDs, %d for issue; want 3 and 3", len(kids), len(issues))
+	}
+	for a := range kids {
+		if !issues[a] {
+			t.Error("start signed separate assertions for listing and issuing")
+		}
+	}
+}

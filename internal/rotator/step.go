@@ -45,6 +45,11 @@ type channel struct {
 	revoke     attempt
 	publishTry attempt
 
+	// the last signed assertion, reused within its lifetime
+	assertionText                 string
+	assertionTTL                  time.Duration
+	assertionFrom, assertionUntil time.Time
+
 	snap atomic.Pointer[snapshot]
 }
 
@@ -215,14 +220,35 @@ func remedy(err error, c *channel) string {
 	return ""
 }
 
+// assertion returns a signed assertion for c, reusing the last one while
+// more than half of its lifetime is left: an assertion carries no nonce,
+// and RSA signing is the costliest thing tokend does, so the key-ID listing
+// and the issue that follows it at start share one signature. ttl > 0 asks
+// for token_exp (the key-ID endpoint ignores it, so it may reuse one made
+// for issuing).
 func (r *Rotator) assertion(c *channel, now time.Time, ttl time.Duration) (string, error) {
 	if c.signer == nil {
 		return "", errors.New("no signing key configured")
+	}
+	if ttl == 0 && c.assertionTTL != 0 && now.Before(c.assertionUntil) {
+		ttl = c.assertionTTL // reuse the issuing one for listing
+	}
+	if c.assertionText != "" && ttl == c.assertionTTL && now.Before(c.assertionUntil) && !now.Before(c.assertionFrom) {
+		return c.assertionText, nil
+	}
+	if ttl == 0 && c.cfg.Kind == KindV21 {
+		ttl = c.cfg.TokenTTL // make one the next issue can reuse
 	}
 	a, err := c.signer.Sign(now, ttl)
 	if err != nil {
 		return "", fmt.Errorf("sign assertion: %w", err)
 	}
+	lifetime := c.signer.Lifetime
+	if lifetime == 0 {
+		lifetime = oauth.DefaultAssertionLifetime
+	}
+	c.assertionText, c.assertionTTL = a, ttl
+	c.assertionFrom, c.assertionUntil = now, now.Add(lifetime/2)
 	return a, nil
 }
 
@@ -441,7 +467,7 @@ func (r *Rotator) publish(c *channel, now time.Time) {
 		for _, o := range c.cfg.Outputs {
 			ev.Outputs = append(ev.Outputs, o.Path)
 		}
-		specs, log := c.cfg.Hooks, c.log
+		specs, log := c.cfg.Hooks, r.log.Named("hooks")
 		r.hooksWG.Add(1)
 		go func() {
 			defer r.hooksWG.Done()
