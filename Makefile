@@ -4,7 +4,7 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 FUZZTIME ?= 10s
 
-.PHONY: build test vet unit fuzz dev bench
+.PHONY: build test vet unit fuzz dev bench systemd-check
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/tokend ./cmd/tokend
@@ -12,7 +12,7 @@ build:
 dev:
 	$(GO) run ./cmd/tokend dev
 
-test: vet unit fuzz
+test: vet unit fuzz systemd-check
 
 vet:
 	$(GO) vet ./...
@@ -29,3 +29,12 @@ fuzz:
 	    $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$pkg; \
 	  done; \
 	done
+
+# The unit file: `systemd-analyze verify` clean and exposure <= 2.0
+# (installs systemd's analyzer with apt-get when it is missing).
+systemd-check:
+	bash deploy/systemd/check.sh
+
+# Performance figures against same-run baselines (see README, Performance).
+bench:
+	$(GO) run ./cmd/tokend-bench $(BENCHFLAGS)

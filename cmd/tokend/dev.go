@@ -41,9 +41,9 @@ socket:
   mode: "0600"
 defaults:
   kind: v2.1
-  token_ttl: 2m
-  rotate_before: 1m
-  revoke_after: 20s
+  token_ttl: {{.TTL}}
+  rotate_before: {{.RotateBefore}}
+  revoke_after: {{.RevokeAfter}}
   jitter: 0.1
   reconcile_every: 1m
 channels:
@@ -62,6 +62,9 @@ channels:
 func cmdDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("dev", stderr)
 	dir := fs.String("dir", "tokend-dev", "where dev keeps keys, secrets, state, tokens and its config")
+	ttl := fs.Duration("token-ttl", 2*time.Minute, "token lifetime (at least 1m)")
+	rotateBefore := fs.Duration("rotate-before", time.Minute, "rotate this long before expiry")
+	revokeAfter := fs.Duration("revoke-after", 20*time.Second, "revoke the superseded token this long after rotation")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -86,9 +89,11 @@ func cmdDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 
 	type chanData struct{ ID, Name, KeyID string }
 	data := struct {
-		Dir, BaseURL, Socket string
-		Channels             []chanData
-	}{Dir: abs, BaseURL: "http://" + ln.Addr().String(), Socket: devSocket(abs)}
+		Dir, BaseURL, Socket           string
+		TTL, RotateBefore, RevokeAfter time.Duration
+		Channels                       []chanData
+	}{Dir: abs, BaseURL: "http://" + ln.Addr().String(), Socket: devSocket(abs),
+		TTL: *ttl, RotateBefore: *rotateBefore, RevokeAfter: *revokeAfter}
 	for _, ch := range devChannels {
 		kid, err := devKey(abs, ch.Name)
 		if err != nil {
@@ -127,8 +132,8 @@ func cmdDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
   tokens:  %s/tokens/*.token (raw) and *.json
   try:     tokend token -socket %s shop-bot
            tokend status -socket %s
-  Tokens live 2m, rotate 1m before expiry, the old one is revoked 20s later. Ctrl-C stops.
-`, data.BaseURL, abs, cfgPath, abs, data.Socket, data.Socket)
+  Tokens live %s, rotate %s before expiry, the old one is revoked %s later. Ctrl-C stops.
+`, data.BaseURL, abs, cfgPath, abs, data.Socket, data.Socket, data.TTL, data.RotateBefore, data.RevokeAfter)
 	return runDaemon(ctx, cfg, cfgPath, false, defaultDevOptions())
 }
 

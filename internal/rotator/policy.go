@@ -33,17 +33,17 @@ var DefaultRetry = Retry{
 // expiresAt-rotateBefore, moved earlier (never later) by up to
 // jitter*rotateBefore. The offset is derived from the token's ID, so every
 // restart computes the same instant while thousands of channels spread out.
-// A token LINE issued with a lifetime shorter than twice rotateBefore would
-// be due in its first half: it is rotated at half its life instead, so
-// tokend cannot spin issuing.
+// The jitter never takes more than half the time between issuance and
+// expiresAt-rotateBefore. A token LINE issued with a lifetime no longer
+// than rotateBefore is rotated at half its life, so tokend cannot spin
+// issuing.
 func RotateAt(issuedAt, expiresAt time.Time, id string, rotateBefore time.Duration, jitter float64) time.Time {
 	base := expiresAt.Add(-rotateBefore)
-	if half := issuedAt.Add(expiresAt.Sub(issuedAt) / 2); base.Before(half) {
-		return half
+	if !base.After(issuedAt) {
+		return issuedAt.Add(expiresAt.Sub(issuedAt) / 2)
 	}
-	// Here rotateBefore <= half the lifetime and the spread is less than
-	// rotateBefore, so the result is always after issuedAt.
 	spread := time.Duration(float64(rotateBefore) * jitter * unitHash(id))
+	spread = min(spread, base.Sub(issuedAt)/2)
 	return base.Add(-spread)
 }
 

@@ -27,6 +27,8 @@ func TestRotateAt(t *testing.T) {
 		{"full jitter", t0, exp, 10 * day, 0.99, t0.Add(10*day + day/10 - time.Minute), t0.Add(20 * day)},
 		{"token shorter than rotate_before rotates at half life", t0, t0.Add(time.Hour), 10 * day, 0.1, t0.Add(30 * time.Minute), t0.Add(30 * time.Minute)},
 		{"rotate_before of exactly half the life keeps its jitter", t0, t0.Add(2 * time.Minute), time.Minute, 0.5, t0.Add(30 * time.Second), t0.Add(time.Minute)},
+		{"rotate_before near the whole life is honoured", t0, t0.Add(time.Minute), 55 * time.Second, 0, t0.Add(5 * time.Second), t0.Add(5 * time.Second)},
+		{"jitter never takes more than half the time before rotation", t0, t0.Add(time.Minute), 55 * time.Second, 0.9, t0.Add(2500 * time.Millisecond), t0.Add(5 * time.Second)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
