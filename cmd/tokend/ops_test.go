@@ -197,3 +197,32 @@ func TestHooksRunOnRotation(t *testing.T) {
 		t.Fatalf("exit %d", code)
 	}
 }
+
+func TestSocketServedByAnotherTokendIsRefused(t *testing.T) {
+	e := newEnv(t, 1, "")
+	p := e.start(nil, "run")
+	waitFor(t, "socket", 10*time.Second, func() bool { return fileExists(e.sock) })
+	// A second daemon with its own state_dir but the same socket path.
+	cfg, _ := os.ReadFile(e.cfg)
+	other := filepath.Join(e.dir, "other.yaml")
+	os.WriteFile(other, []byte(strings.Replace(string(cfg), e.dir+"/state", e.dir+"/state2", 1)), 0o600)
+	code, _, stderr := e.runCmd("run", "-config", other)
+	if code != 2 || !strings.Contains(stderr, e.sock) || !strings.Contains(stderr, "another running tokend") {
+		t.Fatalf("second daemon on a live socket: exit %d\n%s", code, stderr)
+	}
+	if code, _, _ := e.runCmd("token", "-socket", e.sock, "bot-1"); code != 0 {
+		t.Fatal("the first daemon lost its socket")
+	}
+	// After a crash (SIGKILL) the stale socket file is replaced on restart.
+	p.cmd.Process.Kill()
+	p.exitCode(t, 5*time.Second)
+	p = e.start(nil, "run")
+	waitFor(t, "token over the replaced socket", 10*time.Second, func() bool {
+		code, _, _ := e.runCmd("token", "-socket", e.sock, "bot-1")
+		return code == 0
+	})
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	if code := p.exitCode(t, 10*time.Second); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+}
