@@ -237,10 +237,14 @@ func (d *Daemon) Run(ctx context.Context) error {
 		g.Go(func() error { return d.watchdog(ctx, wd/2) })
 	}
 	g.Go(func() error { return d.reloads(ctx) })
+	g.Go(func() error {
+		<-ctx.Done() // a signal, or a part failed: tell systemd at once
+		d.opts.Notify(sddaemon.SdNotifyStopping)
+		return nil
+	})
 	log.Info("tokend started", zap.String("version", d.opts.Version), zap.Int("channels", len(d.cfg.Channels)),
 		zap.String("state_dir", d.cfg.StateDir), zap.String("socket", d.cfg.Socket.Path))
 	err := g.Wait()
-	d.opts.Notify(sddaemon.SdNotifyStopping)
 	log.Info("tokend stopped")
 	return err
 }
