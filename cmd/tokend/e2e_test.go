@@ -84,8 +84,8 @@ func channelYAML(id, name, outDir string) string {
     private_key_file: key.jwk
     channel_secret_file: secret-%s
     outputs:
-      - {path: %s/%s.token, format: raw, mode: "0640"}
-      - {path: %s/%s.json, format: json}
+      - {path: "%s/%s.token", format: raw, mode: "0640"}
+      - {path: "%s/%s.json", format: json}
 `, id, name, kid, name, outDir, name, outDir, name)
 }
 

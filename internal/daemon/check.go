@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/tokend/tokend/internal/config"
 	"github.com/tokend/tokend/internal/oauth"
 )
@@ -63,22 +65,46 @@ func Check(ctx context.Context, cfg *config.Config, online bool, version string)
 	return errs
 }
 
-// checkDir reports a problem with directory dir named by key. With
-// mayCreate, a missing dir is fine if its parent exists.
+// checkDir reports a problem with directory dir named by key: missing, not
+// a directory, or not writable. With mayCreate, a missing dir is fine if
+// its parent is a writable directory.
 func checkDir(key, dir string, mayCreate bool) error {
-	fi, err := os.Stat(dir)
-	switch {
-	case err == nil && !fi.IsDir():
-		return fmt.Errorf("%s: %s is not a directory", key, dir)
-	case err == nil:
+	err := dirProblem(dir)
+	if errors.Is(err, os.ErrNotExist) && mayCreate {
+		if perr := dirProblem(filepath.Dir(dir)); perr != nil {
+			return fmt.Errorf("%s: cannot create %s: %w", key, dir, perr)
+		}
 		return nil
-	case errors.Is(err, os.ErrNotExist) && mayCreate:
-		return checkDir(key, filepath.Dir(dir), false)
-	case errors.Is(err, os.ErrNotExist):
-		return fmt.Errorf("%s: directory %s does not exist; create it", key, dir)
-	default:
+	}
+	if err != nil {
 		return fmt.Errorf("%s: %w", key, err)
 	}
+	return nil
+}
+
+// missingDir says a directory does not exist; errors.Is(err, os.ErrNotExist).
+type missingDir string
+
+func (d missingDir) Error() string {
+	return fmt.Sprintf("directory %s does not exist; create it", string(d))
+}
+func (d missingDir) Is(target error) bool { return target == os.ErrNotExist }
+
+func dirProblem(dir string) error {
+	fi, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return missingDir(dir)
+	case err != nil:
+		return err
+	case !fi.IsDir():
+		return fmt.Errorf("%s is not a directory", dir)
+	}
+	// access(2) also reports a read-only file system, even to root.
+	if err := unix.Access(dir, unix.W_OK|unix.X_OK); err != nil {
+		return fmt.Errorf("directory %s is not writable: %w", dir, err)
+	}
+	return nil
 }
 
 // unjoin splits an errors.Join result into its parts.

@@ -144,7 +144,7 @@ func (r *Rotator) nextWake(c *channel, now time.Time) time.Time {
 	}
 	for _, rec := range c.old {
 		ts = append(ts, rec.ExpiresAt)
-		if at, ok := RevokeAt(rec, rec.Kind, c.cfg.RevokeAfter); ok && canRevoke(c, rec) {
+		if at, ok := RevokeAt(rec, rec.Kind, c.cfg.RevokeAfter); ok && canRevoke(c, rec) && c.published {
 			ts = append(ts, later(at, c.revoke.at))
 		}
 	}
@@ -462,6 +462,9 @@ func (r *Rotator) publish(c *channel, now time.Time) {
 	}
 	c.publishTry = attempt{}
 	c.published = true
+	if c.hooksDue && now.After(cur.IssuedAt) {
+		r.restartGrace(c, cur.IssuedAt, now)
+	}
 	if c.hooksDue && len(c.cfg.Hooks) > 0 {
 		ev := hooks.Event{ChannelID: c.cfg.ID, Name: c.cfg.Name, ExpiresAt: cur.ExpiresAt}
 		for _, o := range c.cfg.Outputs {
@@ -477,6 +480,25 @@ func (r *Rotator) publish(c *channel, now time.Time) {
 	c.hooksDue = false
 }
 
+// restartGrace gives bots the whole revoke_after with the new token when
+// its first complete publish came late (outputs were failing): the tokens it
+// superseded at issuedAt count as superseded from now.
+func (r *Rotator) restartGrace(c *channel, issuedAt, now time.Time) {
+	var changed []store.Record
+	for i := range c.old {
+		if rec := &c.old[i]; rec.State == store.StateSuperseded && !rec.SupersededAt.After(issuedAt) {
+			rec.SupersededAt = now
+			changed = append(changed, *rec)
+		}
+	}
+	if len(changed) == 0 {
+		return
+	}
+	if err := r.o.Store.Put(changed...); err != nil {
+		c.log.Warn("cannot record the superseded token's new grace period", zap.Error(err))
+	}
+}
+
 func tokenOf(ch Channel, rec *store.Record) output.Token {
 	return output.Token{
 		ChannelID: ch.ID, Name: ch.Name,
@@ -486,8 +508,11 @@ func tokenOf(ch Channel, rec *store.Record) output.Token {
 }
 
 // doRevoke revokes superseded tokens whose grace period is over.
+//
+// Nothing is revoked while the current token is not yet in every output:
+// those still hold the superseded one, and bots are reading it.
 func (r *Rotator) doRevoke(ctx context.Context, c *channel, now time.Time) {
-	if now.Before(c.revoke.at) {
+	if now.Before(c.revoke.at) || !c.published {
 		return
 	}
 	for i := range c.old {
