@@ -16,7 +16,7 @@ test: vet unit fuzz systemd-check
 
 vet:
 	$(GO) vet ./...
-	@test -z "$$(gofmt -l cmd internal)" || { gofmt -l cmd internal; echo "gofmt: files above need formatting"; exit 1; }
+	@test -z "$$(gofmt -l cmd internal deploy)" || { gofmt -l cmd internal deploy; echo "gofmt: files above need formatting"; exit 1; }
 
 unit:
 	$(GO) test -race -count=1 -timeout 20m ./...

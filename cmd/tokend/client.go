@@ -7,6 +7,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/tokend/tokend/internal/config"
 	"github.com/tokend/tokend/internal/socket"
 )
 
@@ -15,10 +16,7 @@ func defaultSocket() string {
 	if p := os.Getenv("TOKEND_SOCKET"); p != "" {
 		return p
 	}
-	if d := os.Getenv("RUNTIME_DIRECTORY"); d != "" {
-		return d + "/tokend.sock"
-	}
-	return "/run/tokend/tokend.sock"
+	return config.DefaultSocket(os.LookupEnv)
 }
 
 func cmdToken(ctx context.Context, args []string, stdout, stderr io.Writer) error {

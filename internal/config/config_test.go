@@ -1004,3 +1004,22 @@ func TestValidConfigsAreResolved(t *testing.T) {
 	checkResolved(t, mustParse(t, channel0, nil))
 	checkResolved(t, mustParse(t, "channels: [{id: '1', kind: stateless, key_id: k, private_key_file: k.pem}]\n", nil))
 }
+
+// TestDefaultSocket: tokend token/status find the socket the daemon
+// chose, also when systemd lists several RuntimeDirectory= entries.
+func TestDefaultSocket(t *testing.T) {
+	for _, tt := range []struct {
+		env  map[string]string
+		want string
+	}{
+		{nil, DefaultSocketPath},
+		{map[string]string{"RUNTIME_DIRECTORY": ""}, DefaultSocketPath},
+		{map[string]string{"RUNTIME_DIRECTORY": "/run/tokend"}, "/run/tokend/tokend.sock"},
+		{map[string]string{"RUNTIME_DIRECTORY": "/run/tokend:/run/tokend/tokens"}, "/run/tokend/tokend.sock"},
+	} {
+		lookup := func(k string) (string, bool) { v, ok := tt.env[k]; return v, ok }
+		if got := DefaultSocket(lookup); got != tt.want {
+			t.Errorf("DefaultSocket(%v) = %q, want %q", tt.env, got, tt.want)
+		}
+	}
+}

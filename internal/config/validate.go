@@ -175,6 +175,17 @@ func parentPath(p string) string {
 	return p[:i]
 }
 
+// DefaultSocket is socket.path when the config does not set it:
+// tokend.sock in the first directory of $RUNTIME_DIRECTORY (systemd's
+// RuntimeDirectory=, a colon-separated list), else DefaultSocketPath.
+// lookup is os.LookupEnv or a stand-in.
+func DefaultSocket(lookup func(string) (string, bool)) string {
+	if env, ok := lookup(runtimeDirEnv); ok && firstEntry(env) != "" {
+		return filepath.Join(firstEntry(env), socketName)
+	}
+	return DefaultSocketPath
+}
+
 func firstEntry(list string) string {
 	first, _, _ := strings.Cut(list, ":")
 	return first
@@ -280,10 +291,7 @@ func (v *validator) line(cfg *Config, raw *rawConfig) {
 func (v *validator) socket(cfg *Config, raw *rawConfig) {
 	switch {
 	case raw.Socket.Path == nil:
-		cfg.Socket.Path = DefaultSocketPath
-		if env, ok := v.opts.LookupEnv(runtimeDirEnv); ok && firstEntry(env) != "" {
-			cfg.Socket.Path = filepath.Join(firstEntry(env), socketName)
-		}
+		cfg.Socket.Path = DefaultSocket(v.opts.LookupEnv)
 	case *raw.Socket.Path == "":
 		// explicitly disabled
 	default:
