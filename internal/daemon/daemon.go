@@ -21,6 +21,7 @@ import (
 	"github.com/tokend/tokend/internal/hooks"
 	"github.com/tokend/tokend/internal/metrics"
 	"github.com/tokend/tokend/internal/oauth"
+	"github.com/tokend/tokend/internal/output"
 	"github.com/tokend/tokend/internal/rotator"
 	"github.com/tokend/tokend/internal/socket"
 	"github.com/tokend/tokend/internal/store"
@@ -128,6 +129,7 @@ func New(cfg *config.Config, o Options) (*Daemon, error) {
 		return nil, setupErr(fmt.Errorf("state_dir: %w", err))
 	}
 	d.store = st
+	d.removeStale()
 	d.metrics = metrics.New()
 	d.rot, err = rotator.New(channels, rotator.Options{
 		LINE:        client,
@@ -144,6 +146,22 @@ func New(cfg *config.Config, o Options) (*Daemon, error) {
 		return nil, setupErr(err)
 	}
 	return d, nil
+}
+
+// removeStale removes the temporary files a killed tokend left next to its
+// outputs. Holding the store means no other tokend writes them now.
+func (d *Daemon) removeStale() {
+	for _, ch := range d.cfg.Channels {
+		for _, o := range ch.Outputs {
+			n, err := output.RemoveStale(o.Path)
+			if n > 0 {
+				d.log.Info("removed temporary files a crash left beside an output", zap.String("path", o.Path), zap.Int("files", n))
+			}
+			if err != nil {
+				d.log.Warn("cannot remove a temporary file a crash left beside an output", zap.String("path", o.Path), zap.Error(err))
+			}
+		}
+	}
 }
 
 // Channels turns the config's channels into the rotator's, loading every

@@ -148,9 +148,9 @@ func runExec(ctx context.Context, s Spec, ev Event) (*tails, error) {
 	return out, fmt.Errorf("exec %s: %w", s.Exec[0], err)
 }
 
-// Environ returns the environment of an exec hook: base (the daemon's
-// environment) without any TOKEND_* or LINE_CHANNEL_ACCESS_TOKEN variable,
-// plus the variables describing ev:
+// Environ returns the environment of an exec hook: the variables of base
+// (the daemon's environment) that describe the system rather than tokend
+// (see passed), plus the variables describing ev:
 //
 //	TOKEND_CHANNEL_ID     the channel ID
 //	TOKEND_CHANNEL_NAME   its name ("" if none)
@@ -158,15 +158,16 @@ func runExec(ctx context.Context, s Spec, ev Event) (*tails, error) {
 //	TOKEND_OUTPUT_0 ...   each output path
 //	TOKEND_EXPIRES_AT     the new token's expiry, RFC 3339 UTC
 //
-// The token itself is never in it: a hook reads it from an output.
+// Nothing else of the daemon's environment reaches a hook: it may hold a
+// channel secret (channel_secret: ${VAR}) and a hook's output is logged;
+// NOTIFY_SOCKET would let a hook speak to systemd for tokend. The token
+// itself is never in it: a hook reads it from an output.
 func Environ(base []string, ev Event) []string {
-	env := make([]string, 0, len(base)+5+len(ev.Outputs))
+	env := make([]string, 0, 8+len(ev.Outputs))
 	for _, kv := range base {
-		name, _, _ := strings.Cut(kv, "=")
-		if strings.HasPrefix(name, "TOKEND_") || name == "LINE_CHANNEL_ACCESS_TOKEN" {
-			continue
+		if name, _, _ := strings.Cut(kv, "="); passed(name) {
+			env = append(env, kv)
 		}
-		env = append(env, kv)
 	}
 	expires := ""
 	if !ev.ExpiresAt.IsZero() {
@@ -182,6 +183,17 @@ func Environ(base []string, ev Event) []string {
 		env = append(env, "TOKEND_OUTPUT_"+strconv.Itoa(i)+"="+p)
 	}
 	return env
+}
+
+// passed reports whether the daemon's variable name reaches hooks: what a
+// program needs to find commands and files and to speak the user's
+// language, nothing that could carry a secret.
+func passed(name string) bool {
+	switch name {
+	case "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR":
+		return true
+	}
+	return strings.HasPrefix(name, "LC_")
 }
 
 // signals maps the names a hook may use to signals.

@@ -57,7 +57,9 @@ func TestRunExecEnvironment(t *testing.T) {
 	t.Setenv("TOKEND_CONFIG", "/etc/tokend/config.yaml")
 	t.Setenv("TOKEND_CHANNEL_ID", "spoofed")
 	t.Setenv("TOKEND_OUTPUT_7", "/spoofed")
-	t.Setenv("HOOK_TEST_KEEP", "kept")
+	t.Setenv("HOOK_TEST_SECRET", "channel-secret-from-env")
+	t.Setenv("NOTIFY_SOCKET", "/run/systemd/notify")
+	t.Setenv("LC_TIME", "C.UTF-8")
 
 	dir := t.TempDir()
 	envFile := filepath.Join(dir, "env")
@@ -95,15 +97,20 @@ func TestRunExecEnvironment(t *testing.T) {
 			t.Errorf("token-looking variable %s reached the hook", k)
 		}
 	}
-	if env["HOOK_TEST_KEEP"] != "kept" {
-		t.Errorf("the daemon's environment was not passed on: HOOK_TEST_KEEP = %q", env["HOOK_TEST_KEEP"])
+	for _, k := range []string{"HOOK_TEST_SECRET", "NOTIFY_SOCKET"} {
+		if _, ok := env[k]; ok {
+			t.Errorf("%s reached the hook", k)
+		}
+	}
+	if env["PATH"] != os.Getenv("PATH") || env["LC_TIME"] != "C.UTF-8" {
+		t.Errorf("PATH = %q, LC_TIME = %q: the system's variables were not passed on", env["PATH"], env["LC_TIME"])
 	}
 }
 
 func TestEnvironNoName(t *testing.T) {
-	env := Environ([]string{"PATH=/bin", "TOKEND_X=1", "LINE_CHANNEL_ACCESS_TOKEN=t", "LINE_CHANNEL_ACCESS_TOKENX=kept"},
+	env := Environ([]string{"PATH=/bin", "TOKEND_X=1", "LINE_CHANNEL_ACCESS_TOKEN=t", "SHOP_SECRET=s", "LC_ALL=C", "PATHX=no"},
 		Event{ChannelID: "1"})
-	want := []string{"PATH=/bin", "LINE_CHANNEL_ACCESS_TOKENX=kept", "TOKEND_CHANNEL_ID=1", "TOKEND_CHANNEL_NAME=",
+	want := []string{"PATH=/bin", "LC_ALL=C", "TOKEND_CHANNEL_ID=1", "TOKEND_CHANNEL_NAME=",
 		"TOKEND_OUTPUTS=", "TOKEND_EXPIRES_AT="}
 	if strings.Join(env, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("Environ =\n%s\nwant\n%s", strings.Join(env, "\n"), strings.Join(want, "\n"))

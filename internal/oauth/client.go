@@ -456,10 +456,16 @@ func describeJSONError(err error, n int) string {
 	case errors.As(err, &se):
 		return fmt.Sprintf("not valid JSON (error at byte %d of %d)", se.Offset, n)
 	case errors.As(err, &te):
-		if te.Field != "" {
-			return fmt.Sprintf("field %s is a JSON %s, want %s", te.Field, te.Value, te.Type)
+		// te.Value quotes a number that does not fit ("number 1.5"): keep
+		// a short one, never a long one (up to the whole body).
+		value := te.Value
+		if len(value) > 32 {
+			value, _, _ = strings.Cut(value, " ")
 		}
-		return fmt.Sprintf("a JSON %s, want %s", te.Value, te.Type)
+		if te.Field != "" {
+			return fmt.Sprintf("field %s is a JSON %s, want %s", te.Field, value, te.Type)
+		}
+		return fmt.Sprintf("a JSON %s, want %s", value, te.Type)
 	default:
 		return "not valid JSON"
 	}

@@ -182,3 +182,47 @@ func fsyncDir(dir string) error {
 	}
 	return errors.Join(err, d.Close())
 }
+
+// RemoveStale removes the temporary files WriteFile leaves next to path when
+// the process dies between creating and renaming one (a crash, SIGKILL):
+// regular files named ".BASE.tmp-*" in path's directory. Call it only while
+// no WriteFile to path can be under way (at start, under the state_dir
+// lock). It returns how many it removed and the first error.
+func RemoveStale(path string) (int, error) {
+	dir, base := filepath.Split(path)
+	if base == "" || base == "." || base == ".." {
+		return 0, nil
+	}
+	matches, err := filepath.Glob(filepath.Join(dir, "."+globEscape(base)+".tmp-*"))
+	if err != nil {
+		return 0, fmt.Errorf("output: remove stale temporary files of %s: %w", path, err)
+	}
+	n := 0
+	var first error
+	for _, m := range matches {
+		if fi, err := os.Lstat(m); err != nil || !fi.Mode().IsRegular() {
+			continue
+		}
+		if err := os.Remove(m); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			if first == nil {
+				first = fmt.Errorf("output: remove stale temporary file: %w", err)
+			}
+			continue
+		}
+		n++
+	}
+	return n, first
+}
+
+// globEscape quotes the characters filepath.Match treats specially.
+func globEscape(s string) string {
+	var b bytes.Buffer
+	for _, r := range s {
+		switch r {
+		case '*', '?', '[', '\\':
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}

@@ -461,3 +461,42 @@ func BenchmarkWriteFileUnchanged(b *testing.B) {
 		}
 	}
 }
+
+// TestRemoveStale: the temporary files a crash leaves are removed, and
+// nothing else: not the output, not another output's temporary files, not
+// a directory that happens to match.
+func TestRemoveStale(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "shop[1]*.token")
+	if _, err := WriteFile(path, []byte("tok"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	mk := func(name string) {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mk(".shop[1]*.token.tmp-123")
+	mk(".shop[1]*.token.tmp-456")
+	mk(".shop1x.token.tmp-789") // would match if the name were not escaped
+	mk(".other.token.tmp-1")
+	if err := os.Mkdir(filepath.Join(dir, ".shop[1]*.token.tmp-dir"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	n, err := RemoveStale(path)
+	if err != nil || n != 2 {
+		t.Fatalf("RemoveStale = %d, %v; want 2, nil", n, err)
+	}
+	var left []string
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		left = append(left, e.Name())
+	}
+	want := []string{".other.token.tmp-1", ".shop1x.token.tmp-789", ".shop[1]*.token.tmp-dir", "shop[1]*.token"}
+	if strings.Join(left, " ") != strings.Join(want, " ") {
+		t.Fatalf("left %q; want %q", left, want)
+	}
+	if n, err := RemoveStale(filepath.Join(dir, "missing", "x")); n != 0 || err != nil {
+		t.Fatalf("RemoveStale in a missing directory = %d, %v", n, err)
+	}
+}
