@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path"
 	"strings"
 	"testing"
 
@@ -410,4 +411,48 @@ func TestClip(t *testing.T) {
 			t.Errorf("clip(%q) = %q; want %q", tt.in, got, tt.want)
 		}
 	}
+}
+
+// FuzzRequest serves any request the HTTP server would parse: any method,
+// path, query and headers. No request may panic the handler or get a 5xx
+// other than 503, and only a GET (or HEAD) of the real channel's token
+// route may ever see the token.
+func FuzzRequest(f *testing.F) {
+	h := NewHandler(newFakeSource(), HandlerOptions{})
+	for _, s := range []string{
+		"GET /v1/channels/shop-bot/token?format=raw HTTP/1.1\r\nHost: x\r\n\r\n",
+		"GET /v1/channels/1657000000/token HTTP/1.1\r\nHost: x\r\nAccept: text/plain\r\n\r\n",
+		"POST /v1/channels/shop-bot/token HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc",
+		"GET /v1/channels HTTP/1.1\r\nHost: x\r\n\r\n",
+		"GET /v1/channels/ HTTP/1.1\r\nHost: x\r\n\r\n",
+		"HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+		"GET /readyz HTTP/1.0\r\n\r\n",
+		"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: application/openmetrics-text\r\n\r\n",
+		"GET /v1/channels/../channels/shop-bot/token HTTP/1.1\r\nHost: x\r\n\r\n",
+		"GET /v1//channels/shop-bot/token?format=json&format=raw HTTP/1.1\r\nHost: x\r\n\r\n",
+		"DELETE /v1/channels/shop-bot HTTP/1.1\r\nHost: x\r\n\r\n",
+		"GET http://tokend/v1/channels/shop-bot/token HTTP/1.1\r\nHost: y\r\n\r\n",
+		"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n",
+		"CONNECT x:1 HTTP/1.1\r\nHost: x\r\n\r\n",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		req, err := http.ReadRequest(bufio.NewReader(strings.NewReader(raw)))
+		if err != nil {
+			return // the server answers 400 itself
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code >= 500 && rec.Code != 503 {
+			t.Fatalf("status %d for %q", rec.Code, raw)
+		}
+		if strings.Contains(rec.Body.String(), secretToken) || strings.Contains(rec.Header().Get("Location"), secretToken) {
+			p := path.Clean(req.URL.Path)
+			okRoute := p == "/v1/channels/shop-bot/token" || p == "/v1/channels/1657000000/token"
+			if !okRoute || (req.Method != http.MethodGet && req.Method != http.MethodHead) {
+				t.Fatalf("%s %s got the token (status %d)", req.Method, req.URL.Path, rec.Code)
+			}
+		}
+	})
 }
