@@ -5,10 +5,12 @@ package daemon
 
 import (
 	"context"
+	"crypto/rsa"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
+	"runtime/debug"
 	"time"
 
 	sddaemon "github.com/coreos/go-systemd/v22/daemon"
@@ -140,6 +142,11 @@ func New(cfg *config.Config, o Options) (*Daemon, error) {
 		MaxInFlight: cfg.LINE.MaxInFlight,
 		Retry:       o.Retry,
 		StopTimeout: cfg.LINE.Timeout + 5*time.Second,
+		// Thousands of steps at once (start, reload, a rotation storm)
+		// each hold a goroutine stack while they wait for a LINE slot.
+		// Without this the heap goal, and so the resident memory, stays
+		// at the burst's peak for as long as the daemon then idles.
+		AfterBurst: debug.FreeOSMemory,
 	})
 	if err != nil {
 		st.Close()
@@ -151,22 +158,34 @@ func New(cfg *config.Config, o Options) (*Daemon, error) {
 // removeStale removes the temporary files a killed tokend left next to its
 // outputs. Holding the store means no other tokend writes them now.
 func (d *Daemon) removeStale() {
+	var paths []string
 	for _, ch := range d.cfg.Channels {
 		for _, o := range ch.Outputs {
-			n, err := output.RemoveStale(o.Path)
-			if n > 0 {
-				d.log.Info("removed temporary files a crash left beside an output", zap.String("path", o.Path), zap.Int("files", n))
-			}
-			if err != nil {
-				d.log.Warn("cannot remove a temporary file a crash left beside an output", zap.String("path", o.Path), zap.Error(err))
-			}
+			paths = append(paths, o.Path)
 		}
+	}
+	removed, err := output.RemoveStaleAll(paths)
+	for _, p := range paths {
+		if n := removed[p]; n > 0 {
+			d.log.Info("removed temporary files a crash left beside an output", zap.String("path", p), zap.Int("files", n))
+			removed[p] = 0 // an output listed twice is reported once
+		}
+	}
+	if err != nil {
+		d.log.Warn("cannot remove a temporary file a crash left beside an output", zap.Error(err))
 	}
 }
 
 // Channels turns the config's channels into the rotator's, loading every
-// private key; all problems are reported together.
+// private key; all problems are reported together. A key file that several
+// channels name is read and parsed once (parsing checks the RSA key, about
+// half a millisecond), and they share the key.
 func Channels(cfg *config.Config) ([]rotator.Channel, error) {
+	type loaded struct {
+		key *rsa.PrivateKey
+		err error
+	}
+	keys := map[string]loaded{}
 	var out []rotator.Channel
 	var errs []error
 	for i, ch := range cfg.Channels {
@@ -177,7 +196,12 @@ func Channels(cfg *config.Config) ([]rotator.Channel, error) {
 			ReconcileEvery: ch.ReconcileEvery, Jitter: ch.Jitter,
 		}
 		if ch.PrivateKeyFile != "" {
-			key, err := oauth.LoadPrivateKey(ch.PrivateKeyFile)
+			k, ok := keys[ch.PrivateKeyFile]
+			if !ok {
+				k.key, k.err = oauth.LoadPrivateKey(ch.PrivateKeyFile)
+				keys[ch.PrivateKeyFile] = k
+			}
+			key, err := k.key, k.err
 			if err != nil {
 				errs = append(errs, fmt.Errorf("channels[%d].private_key_file: %w", i, err))
 			}

@@ -47,6 +47,9 @@ func Render(format string, t Token) ([]byte, error) {
 	case FormatEnv:
 		return []byte(EnvVar + "=" + t.AccessToken + "\n"), nil
 	}
+	if b, ok := appendJSONPlain(t); ok {
+		return b, nil
+	}
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
@@ -63,6 +66,46 @@ func Render(format string, t Token) ([]byte, error) {
 		return nil, fmt.Errorf("output: render json for channel %s: %w", t.ChannelID, err)
 	}
 	return buf.Bytes(), nil
+}
+
+// appendJSONPlain renders the json format without reflection (the socket
+// renders a token per request) when no string needs escaping, which is
+// always so for real channels; ok is false otherwise, and encoding/json
+// does it. The bytes are the same either way.
+func appendJSONPlain(t Token) (b []byte, ok bool) {
+	for _, s := range [...]string{t.ChannelID, t.Name, t.AccessToken, t.TokenType, t.KeyID} {
+		if !jsonPlain(s) {
+			return nil, false
+		}
+	}
+	b = make([]byte, 0, 160+len(t.ChannelID)+len(t.Name)+len(t.AccessToken)+len(t.TokenType)+len(t.KeyID))
+	b = append(b, `{"channel_id":"`...)
+	b = append(b, t.ChannelID...)
+	b = append(b, `","name":"`...)
+	b = append(b, t.Name...)
+	b = append(b, `","access_token":"`...)
+	b = append(b, t.AccessToken...)
+	b = append(b, `","token_type":"`...)
+	b = append(b, t.TokenType...)
+	b = append(b, `","key_id":"`...)
+	b = append(b, t.KeyID...)
+	b = append(b, `","issued_at":"`...)
+	b = t.IssuedAt.UTC().AppendFormat(b, time.RFC3339)
+	b = append(b, `","expires_at":"`...)
+	b = t.ExpiresAt.UTC().AppendFormat(b, time.RFC3339)
+	b = append(b, "\"}\n"...)
+	return b, true
+}
+
+// jsonPlain reports whether encoding/json writes s between quotes as is:
+// printable ASCII other than '"' and '\\'.
+func jsonPlain(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < ' ' || c > '~' || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return true
 }
 
 // jsonToken fixes the json format's keys and their order.

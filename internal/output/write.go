@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 )
 
@@ -189,40 +190,73 @@ func fsyncDir(dir string) error {
 // no WriteFile to path can be under way (at start, under the state_dir
 // lock). It returns how many it removed and the first error.
 func RemoveStale(path string) (int, error) {
-	dir, base := filepath.Split(path)
-	if base == "" || base == "." || base == ".." {
-		return 0, nil
-	}
-	matches, err := filepath.Glob(filepath.Join(dir, "."+globEscape(base)+".tmp-*"))
-	if err != nil {
-		return 0, fmt.Errorf("output: remove stale temporary files of %s: %w", path, err)
-	}
-	n := 0
-	var first error
-	for _, m := range matches {
-		if fi, err := os.Lstat(m); err != nil || !fi.Mode().IsRegular() {
-			continue
-		}
-		if err := os.Remove(m); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			if first == nil {
-				first = fmt.Errorf("output: remove stale temporary file: %w", err)
-			}
-			continue
-		}
-		n++
-	}
-	return n, first
+	removed, err := RemoveStaleAll([]string{path})
+	return removed[path], err
 }
 
-// globEscape quotes the characters filepath.Match treats specially.
-func globEscape(s string) string {
-	var b bytes.Buffer
-	for _, r := range s {
-		switch r {
-		case '*', '?', '[', '\\':
-			b.WriteByte('\\')
+// RemoveStaleAll is RemoveStale for many outputs: each directory is listed
+// once, however many of the outputs it holds (thousands of channels writing
+// into one directory would otherwise cost a listing per output: quadratic).
+// It returns how many files it removed per path, and the first error.
+func RemoveStaleAll(paths []string) (map[string]int, error) {
+	removed := make(map[string]int)
+	byDir := make(map[string]map[string]string) // dir -> base -> path
+	var dirs []string
+	for _, path := range paths {
+		dir, base := filepath.Split(path)
+		if base == "" || base == "." || base == ".." {
+			continue
 		}
-		b.WriteRune(r)
+		if dir == "" {
+			dir = "."
+		}
+		if byDir[dir] == nil {
+			byDir[dir] = make(map[string]string)
+			dirs = append(dirs, dir)
+		}
+		byDir[dir][base] = path
 	}
-	return b.String()
+	var first error
+	for _, dir := range dirs {
+		bases := byDir[dir]
+		// Like filepath.Glob, an unreadable directory matches nothing.
+		entries, _ := os.ReadDir(dir)
+		for _, e := range entries {
+			path, ok := staleOf(e.Name(), bases)
+			if !ok {
+				continue
+			}
+			m := filepath.Join(dir, e.Name())
+			if fi, err := os.Lstat(m); err != nil || !fi.Mode().IsRegular() {
+				continue
+			}
+			if err := os.Remove(m); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				if first == nil {
+					first = fmt.Errorf("output: remove stale temporary file: %w", err)
+				}
+				continue
+			}
+			removed[path]++
+		}
+	}
+	return removed, first
+}
+
+// staleOf reports whether name is ".BASE.tmp-*" for one of bases, and
+// which output path that base belongs to.
+func staleOf(name string, bases map[string]string) (string, bool) {
+	if !strings.HasPrefix(name, ".") {
+		return "", false
+	}
+	for i := 1; i < len(name); i++ {
+		j := strings.Index(name[i:], ".tmp-")
+		if j < 0 {
+			return "", false
+		}
+		i += j
+		if path, ok := bases[name[1:i]]; ok {
+			return path, true
+		}
+	}
+	return "", false
 }

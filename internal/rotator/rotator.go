@@ -78,6 +78,14 @@ type Options struct {
 	// its token is committed rather than lost). 0: 15s.
 	StopTimeout time.Duration
 	Rand        func() float64 // [0,1) for retry jitter; nil: math/rand/v2
+
+	// AfterBurst, if set, is called (in its own goroutine) when the last
+	// step of a burst finishes: BurstSteps or more steps were in progress
+	// at once (a start, a reload, a rotation storm) and now none is. The
+	// daemon returns the memory the burst used to the OS there. BurstSteps
+	// 0: 256.
+	AfterBurst func()
+	BurstSteps int
 }
 
 // Rotator keeps every configured channel's token valid. Create it with New,
@@ -104,6 +112,7 @@ type Rotator struct {
 	readyC     chan struct{}
 
 	running atomic.Int64 // steps in progress (for tests waiting on a fake clock)
+	burst   atomic.Bool  // running reached BurstSteps since it was last 0
 	hooksWG sync.WaitGroup
 }
 
@@ -160,7 +169,9 @@ func New(channels []Channel, o Options) (*Rotator, error) {
 }
 
 func (r *Rotator) newChannel(ch Channel) (*channel, error) {
-	c := &channel{cfg: ch, log: r.log.With(zap.String("channel", ch.Label()), zap.String("channel_id", ch.ID))}
+	// WithLazy: most channels never log, and an eager With encodes the
+	// fields into a buffer per channel (about 1 KiB each).
+	c := &channel{cfg: ch, log: r.log.WithLazy(zap.String("channel", ch.Label()), zap.String("channel_id", ch.ID))}
 	if ch.Key != nil {
 		c.signer = &oauth.Signer{ChannelID: ch.ID, KeyID: ch.KeyID, Key: ch.Key, Lifetime: r.o.AssertionLifetime}
 	}
@@ -342,9 +353,22 @@ func (r *Rotator) arm(c *channel, at time.Time) {
 }
 
 // runStep is the job of one channel: one step, then re-arm for the next.
+func (r *Rotator) burstSteps() int {
+	if r.o.BurstSteps > 0 {
+		return r.o.BurstSteps
+	}
+	return 256
+}
+
 func (r *Rotator) runStep(c *channel) {
-	r.running.Add(1)
-	defer r.running.Add(-1)
+	if r.running.Add(1) >= int64(r.burstSteps()) {
+		r.burst.Store(true)
+	}
+	defer func() {
+		if r.running.Add(-1) == 0 && r.burst.Swap(false) && r.o.AfterBurst != nil {
+			go r.o.AfterBurst()
+		}
+	}()
 	r.mu.Lock()
 	ctx := r.runCtx
 	r.mu.Unlock()

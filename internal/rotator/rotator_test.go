@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -458,5 +459,30 @@ func TestStartSignsOneAssertionPerChannel(t *testing.T) {
 		if !issues[a] {
 			t.Error("start signed separate assertions for listing and issuing")
 		}
+	}
+}
+
+// TestAfterBurst: once many steps were in progress at once (a start with
+// many channels) and all have finished, AfterBurst runs; a quiet start
+// (fewer steps than BurstSteps) does not call it.
+func TestAfterBurst(t *testing.T) {
+	for _, tt := range []struct {
+		burstSteps int
+		want       bool
+	}{{3, true}, {100, false}} {
+		h := newHarness(t, 8, nil)
+		var calls atomic.Int32
+		h.opts.MaxInFlight = 1 // the 8 first steps queue for one LINE slot
+		h.opts.BurstSteps = tt.burstSteps
+		h.opts.AfterBurst = func() { calls.Add(1) }
+		h.start()
+		deadline := time.Now().Add(5 * time.Second)
+		for calls.Load() == 0 && tt.want && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
+		if got := calls.Load() > 0; got != tt.want {
+			t.Errorf("BurstSteps %d: AfterBurst called %d times; want called: %v", tt.burstSteps, calls.Load(), tt.want)
+		}
+		h.stop()
 	}
 }

@@ -178,9 +178,11 @@ func (h *handler) token(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, fmt.Sprintf("channel %q: token cannot be rendered", clip(name)))
 		return
 	}
-	p, _ := peerFrom(r.Context())
-	h.log.Debug("token served", zap.String("channel", clip(name)), zap.String("format", format),
-		zap.Int("uid", p.uid), zap.Int("pid", p.pid))
+	if ce := h.log.Check(zap.DebugLevel, "token served"); ce != nil {
+		p, _ := peerFrom(r.Context())
+		ce.Write(zap.String("channel", clip(name)), zap.String("format", format),
+			zap.Int("uid", p.uid), zap.Int("pid", p.pid))
+	}
 	ct := "application/json"
 	if format == output.FormatRaw {
 		ct = "text/plain; charset=utf-8"

@@ -1,0 +1,134 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/rsa"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"time"
+
+	"github.com/tokend/tokend/internal/linefake"
+	"github.com/tokend/tokend/internal/oauth"
+)
+
+const (
+	benchKID    = "tokend-bench-kid"
+	benchSecret = "0123456789abcdef0123456789abcdef"
+)
+
+// env is what every run shares: the temp root and the one signing key
+// every channel uses.
+type env struct {
+	root     string
+	keyPath  string
+	key      *rsa.PrivateKey
+	channels int
+}
+
+func newEnv(root string, n int) (*env, error) {
+	keyPath := filepath.Join(root, "key.jwk")
+	if _, err := oauth.WriteNewKey(keyPath); err != nil {
+		return nil, err
+	}
+	key, err := oauth.LoadPrivateKey(keyPath)
+	if err != nil {
+		return nil, err
+	}
+	return &env{root: root, keyPath: keyPath, key: key, channels: n}, nil
+}
+
+func channelID(i int) string   { return fmt.Sprintf("1%09d", i) }
+func channelName(i int) string { return fmt.Sprintf("b%05d", i) }
+
+// sim is a LINE simulator served on 127.0.0.1 with every bench channel
+// registered under the shared key.
+type sim struct {
+	*linefake.Server
+	url string
+	srv *http.Server
+}
+
+func (e *env) newSim() (*sim, error) {
+	s := linefake.New(linefake.Options{})
+	for i := range e.channels {
+		s.AddChannel(channelID(i), benchSecret)
+		s.RegisterKey(channelID(i), benchKID, &e.key.PublicKey)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	srv := &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln) //nolint:errcheck // ends with close
+	return &sim{Server: s, url: "http://" + ln.Addr().String(), srv: srv}, nil
+}
+
+func (s *sim) close() { _ = s.srv.Close() }
+
+// lifetimes are the per-scenario defaults written to the config.
+type lifetimes struct {
+	tokenTTL, rotateBefore, revokeAfter, reconcileEvery string
+	jitter                                              string
+}
+
+var steadyLifetimes = lifetimes{tokenTTL: "30d", rotateBefore: "10d", revokeAfter: "24h", reconcileEvery: "1h", jitter: "0.1"}
+
+// instance is one tokend setup: a directory with its config, state,
+// outputs and socket.
+type instance struct {
+	dir, config, state, out, socket string
+	n                               int
+}
+
+func (in *instance) outPath(i int) string {
+	return filepath.Join(in.out, channelName(i)+".token")
+}
+
+// newInstance writes a config for all channels under root/name.
+func (e *env) newInstance(name, baseURL, level string, maxInFlight int, lt lifetimes) (*instance, error) {
+	dir := filepath.Join(e.root, name)
+	if err := os.RemoveAll(dir); err != nil {
+		return nil, err
+	}
+	in := &instance{
+		dir: dir, config: filepath.Join(dir, "config.yaml"), state: filepath.Join(dir, "state"),
+		out: filepath.Join(dir, "out"), socket: filepath.Join(dir, "s.sock"), n: e.channels,
+	}
+	if err := os.MkdirAll(in.out, 0o700); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(in.config, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	w := bufio.NewWriter(f)
+	fmt.Fprintf(w, "state_dir: %s\nlog: {level: %s, format: json}\n", in.state, level)
+	fmt.Fprintf(w, "line: {base_url: %q, timeout: 10s, max_in_flight: %d}\n", baseURL, maxInFlight)
+	fmt.Fprintf(w, "socket: {path: %s, mode: \"0600\"}\n", in.socket)
+	fmt.Fprintf(w, "defaults: {kind: v2.1, token_ttl: %s, rotate_before: %s, revoke_after: %s, jitter: %s, reconcile_every: %s}\n",
+		lt.tokenTTL, lt.rotateBefore, lt.revokeAfter, lt.jitter, lt.reconcileEvery)
+	fmt.Fprintln(w, "channels:")
+	for i := range e.channels {
+		fmt.Fprintf(w, "  - {id: %q, name: %s, key_id: %s, private_key_file: %s, channel_secret: %s, outputs: [{path: %s, format: raw, mode: \"0600\"}]}\n",
+			channelID(i), channelName(i), benchKID, e.keyPath, benchSecret, in.outPath(i))
+	}
+	if err := w.Flush(); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return in, f.Close()
+}
+
+func goBuild(out string) error {
+	cmd := exec.CommandContext(context.Background(), "go", "build", "-o", out, "./cmd/tokend")
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("go build ./cmd/tokend (run tokend-bench from the module root, or pass -tokend): %w", err)
+	}
+	return nil
+}

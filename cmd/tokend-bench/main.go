@@ -1,0 +1,193 @@
+// Command tokend-bench measures tokend at scale against the in-repo LINE
+// simulator on loopback and prints one line per figure with its same-run
+// baseline and target:
+//
+//	cold_start      empty store, N channels: exec to READY=1 (every output
+//	                written), against signing N assertions in this process
+//	warm_restart    N valid tokens in the store: exec to READY=1, with no
+//	                issue call and no output rewritten
+//	idle            CPU share and resident memory of the idle daemon
+//	socket          64 keep-alive clients over the Unix socket, against a
+//	                bare net/http server (a child process too)
+//	storm           every channel due for rotation within one minute
+//
+// tokend runs as a child process built from ./cmd/tokend (run from the
+// module root: `make bench`), so its CPU time and memory are its own.
+// Figures are medians over -runs runs. -profile DIR adds one cold start
+// and one socket load under a CPU profile (an in-process equivalent of
+// `tokend run`: the same daemon package, started by this binary).
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+)
+
+type options struct {
+	channels     int
+	runs         int
+	idle         time.Duration
+	socketFor    time.Duration
+	clients      int
+	pacedRate    float64
+	maxInFlight  int
+	logLevel     string
+	infoRun      bool
+	storm        bool
+	profileDir   string
+	tokendBin    string
+	keep         bool
+	stormTimeout time.Duration
+	stormLead    time.Duration
+}
+
+func main() {
+	// Hidden child modes: the bare socket server and the profiled daemon.
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case "-bare-socket":
+			if err := bareServe(os.Args[2]); err != nil {
+				fmt.Fprintln(os.Stderr, "tokend-bench bare:", err)
+				os.Exit(1)
+			}
+			return
+		case "-profiled-daemon":
+			if err := profiledDaemon(os.Args[2:]); err != nil {
+				fmt.Fprintln(os.Stderr, "tokend-bench profiled daemon:", err)
+				os.Exit(1)
+			}
+			return
+		}
+	}
+	var o options
+	flag.IntVar(&o.channels, "channels", 10000, "channels to generate")
+	flag.IntVar(&o.runs, "runs", 3, "runs; figures are medians")
+	flag.DurationVar(&o.idle, "idle", 60*time.Second, "idle measurement window")
+	flag.DurationVar(&o.socketFor, "socket-duration", 5*time.Second, "socket load duration, for tokend and for the bare server each")
+	flag.IntVar(&o.clients, "clients", 64, "concurrent socket clients")
+	flag.Float64Var(&o.pacedRate, "paced-rate", 10000, "requests a second, all clients together, for the latency measurement (below saturation)")
+	flag.IntVar(&o.maxInFlight, "max-in-flight", 16, "line.max_in_flight")
+	flag.StringVar(&o.logLevel, "log-level", "warn", "tokend log.level")
+	flag.BoolVar(&o.infoRun, "info-run", true, "one extra cold start at log level info, to show what logging costs")
+	flag.BoolVar(&o.storm, "storm", true, "run the rotation storm")
+	flag.DurationVar(&o.stormTimeout, "storm-timeout", 5*time.Minute, "give up on a storm after this long")
+	flag.DurationVar(&o.stormLead, "storm-lead", 10*time.Second, "in the storm, a token falls due for rotation this long after its issue")
+	flag.StringVar(&o.profileDir, "profile", "", "also profile a cold start and a socket load; CPU profiles and pprof -top go to this directory")
+	flag.StringVar(&o.tokendBin, "tokend", "", "tokend binary (default: go build ./cmd/tokend into a temp dir)")
+	flag.BoolVar(&o.keep, "keep", false, "keep the temp directory")
+	flag.Parse()
+	if o.channels < 1 || o.runs < 1 || o.clients < 1 || o.pacedRate <= 0 || o.stormLead < time.Second || o.stormLead > time.Minute {
+		fmt.Fprintln(os.Stderr, "tokend-bench: -channels, -runs, -clients and -paced-rate must be positive, -storm-lead from 1s to 1m")
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, o); err != nil {
+		fmt.Fprintln(os.Stderr, "tokend-bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, o options) error {
+	// Short paths: the sockets must fit in sun_path.
+	tmp, err := os.MkdirTemp("", "tkb")
+	if err != nil {
+		return err
+	}
+	if !o.keep {
+		defer os.RemoveAll(tmp)
+	} else {
+		fmt.Println("# temp directory:", tmp)
+	}
+	if o.tokendBin == "" {
+		o.tokendBin = filepath.Join(tmp, "tokend")
+		if err := goBuild(o.tokendBin); err != nil {
+			return err
+		}
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	env, err := newEnv(tmp, o.channels)
+	if err != nil {
+		return err
+	}
+	printMachine(o)
+
+	var results []runResult
+	for i := range o.runs {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		fmt.Printf("# run %d/%d\n", i+1, o.runs)
+		r, err := oneRun(ctx, env, o, self, i)
+		if err != nil {
+			return fmt.Errorf("run %d: %w", i+1, err)
+		}
+		r.print("  ")
+		results = append(results, r)
+	}
+	if o.infoRun {
+		fmt.Println("# one cold start at log level info (for comparison with " + o.logLevel + ")")
+		d, lines, err := coldOnly(ctx, env, o, "info")
+		if err != nil {
+			return err
+		}
+		fmt.Printf("  cold_start@info: %s (%d log lines)\n", secs(d), lines)
+	}
+	fmt.Printf("# medians of %d runs, %d channels\n", o.runs, o.channels)
+	summary(results, o)
+	if o.profileDir != "" {
+		if err := profileRun(ctx, env, o, self); err != nil {
+			return fmt.Errorf("profile: %w", err)
+		}
+	}
+	return nil
+}
+
+func printMachine(o options) {
+	model := "unknown"
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for line := range strings.SplitSeq(string(b), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				model = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	fmt.Printf("# machine: %d cores (GOMAXPROCS %d), %s, %s %s/%s\n", runtime.NumCPU(), runtime.GOMAXPROCS(0), model, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	fmt.Printf("# command: tokend-bench %s\n", strings.Join(os.Args[1:], " "))
+	fmt.Printf("# config: %d channels, one raw output each, max_in_flight %d, log level %s, %d socket clients\n",
+		o.channels, o.maxInFlight, o.logLevel, o.clients)
+}
+
+func median[T int64 | float64 | time.Duration | int](xs []T) T {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s) == 0 {
+		return 0
+	}
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func secs(d time.Duration) string { return fmt.Sprintf("%.2fs", d.Seconds()) }
+
+func verdict(ok bool) string {
+	if ok {
+		return "PASS"
+	}
+	return "FAIL"
+}

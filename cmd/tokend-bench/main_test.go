@@ -1,0 +1,47 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// TestMain lets the test binary stand in for tokend-bench in its hidden
+// child mode (the bare socket server), as the bench execs itself.
+func TestMain(m *testing.M) {
+	if len(os.Args) > 2 && os.Args[1] == "-bare-socket" {
+		if err := bareServe(os.Args[2]); err != nil {
+			fmt.Fprintln(os.Stderr, "tokend-bench bare:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// TestSmoke runs every phase of the bench once with a few channels, short
+// windows and an early storm: the code must work; its figures are not
+// checked (speed targets are what `make bench` prints, not test failures).
+func TestSmoke(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "tokend")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/tokend")
+	build.Dir = filepath.Join("..", "..")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build ./cmd/tokend: %v\n%s", err, out)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	o := options{
+		channels: 50, runs: 1, idle: time.Second, socketFor: 200 * time.Millisecond,
+		clients: 8, pacedRate: 1000, maxInFlight: 4, logLevel: "warn",
+		storm: true, stormTimeout: time.Minute, stormLead: 2 * time.Second,
+		tokendBin: bin,
+	}
+	if err := run(ctx, o); err != nil {
+		t.Fatal(err)
+	}
+}

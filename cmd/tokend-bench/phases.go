@@ -1,0 +1,481 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"runtime"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/tokend/tokend/internal/linefake"
+	"github.com/tokend/tokend/internal/oauth"
+)
+
+// runResult holds one run's figures.
+type runResult struct {
+	cold, signPar, signOne time.Duration
+	coldLogLines           int
+	coldPhases             string // when LINE saw the key-ID listings and the issues
+
+	warm, warmNotify, warmSocket time.Duration
+	warmIssues, warmRewrites     int
+
+	idleCPU  float64 // fraction of one core
+	idleRSS  int64
+	idleWait time.Duration // startup reconcile before the idle window
+
+	sockTokend, sockBare   loadResult
+	pacedTokend, pacedBare loadResult // at -paced-rate
+
+	storm stormResult
+}
+
+type loadResult struct {
+	reqs, errs int
+	dur        time.Duration
+	p50, p99   time.Duration
+}
+
+func (l loadResult) rps() float64 { return float64(l.reqs) / l.dur.Seconds() }
+
+type stormResult struct {
+	ran                 bool
+	issueSpread         time.Duration // first to last initial issuance: how close together rotations fall due
+	rotated             int
+	duration            time.Duration // first rotation to every channel rotated
+	maxConcurrent       int
+	lapses, samples     int
+	issueCalls, revokes int
+}
+
+func oneRun(ctx context.Context, e *env, o options, self string, idx int) (runResult, error) {
+	var r runResult
+	s, err := e.newSim()
+	if err != nil {
+		return r, err
+	}
+	defer s.close()
+
+	// Baseline 1: the same signatures in this process, GOMAXPROCS workers.
+	r.signPar = signBaseline(e, runtime.GOMAXPROCS(0))
+	if idx == 0 {
+		r.signOne = signBaseline(e, 1)
+	}
+
+	// 1. Cold start.
+	in, err := e.newInstance("steady", s.url, o.logLevel, o.maxInFlight, steadyLifetimes)
+	if err != nil {
+		return r, err
+	}
+	c, err := startChild(in.dir, in.dir+"/cold.log", o.tokendBin, "run", "-config", in.config)
+	if err != nil {
+		return r, err
+	}
+	r.cold, err = c.waitReady(ctx, 10*time.Minute)
+	if err != nil {
+		c.stop()
+		return r, err
+	}
+	if missing := in.missingOutputs(); missing > 0 {
+		c.stop()
+		return r, fmt.Errorf("cold start: READY=1 with %d of %d outputs missing", missing, in.n)
+	}
+	if err := c.stop(); err != nil {
+		return r, err
+	}
+	r.coldLogLines = c.logLines()
+	r.coldPhases = callPhases(s.Requests(), c.start)
+
+	// 2. Warm restart on the same store and outputs.
+	before, err := in.snapshot()
+	if err != nil {
+		return r, err
+	}
+	issues0 := s.Count(linefake.EndpointIssueV21)
+	kids0 := s.Count(linefake.EndpointKeyIDsV21)
+	c, err = startChild(in.dir, in.dir+"/warm.log", o.tokendBin, "run", "-config", in.config)
+	if err != nil {
+		return r, err
+	}
+	defer c.stop()
+	sockUp := make(chan time.Duration, 1)
+	go func() { sockUp <- waitSocket(ctx, in.socket, c.start) }()
+	r.warmNotify, err = c.waitReady(ctx, 2*time.Minute)
+	if err != nil {
+		return r, err
+	}
+	r.warmSocket = <-sockUp
+	r.warm = max(r.warmNotify, r.warmSocket)
+	if missing := in.missingOutputs(); missing > 0 {
+		return r, fmt.Errorf("warm restart: READY=1 with %d of %d outputs missing", missing, in.n)
+	}
+
+	// 3. Idle: first let the start-up reconcile (one key-ID listing per
+	// channel) finish, then measure.
+	t0 := time.Now()
+	for s.Count(linefake.EndpointKeyIDsV21)-kids0 < in.n && time.Since(t0) < 5*time.Minute {
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(2 * time.Second)
+	r.idleWait = time.Since(t0)
+	cpu0, err := c.cpuTime()
+	if err != nil {
+		return r, err
+	}
+	w0 := time.Now()
+	select {
+	case <-time.After(o.idle):
+	case <-ctx.Done():
+		return r, ctx.Err()
+	}
+	cpu1, err := c.cpuTime()
+	if err != nil {
+		return r, err
+	}
+	r.idleCPU = float64(cpu1-cpu0) / float64(time.Since(w0))
+	if r.idleRSS, err = c.rss(); err != nil {
+		return r, err
+	}
+	r.warmIssues = s.Count(linefake.EndpointIssueV21) - issues0
+	after, err := in.snapshot()
+	if err != nil {
+		return r, err
+	}
+	r.warmRewrites = before.changed(after)
+
+	// 4. Socket reads: tokend, then a bare server, same load generator:
+	// saturated (throughput), then paced at -paced-rate (latency).
+	r.sockTokend = load(ctx, in.socket, o.clients, o.socketFor, in.n, true, 0)
+	r.pacedTokend = load(ctx, in.socket, o.clients, o.socketFor, in.n, true, o.pacedRate)
+	bareSock := in.dir + "/bare.sock"
+	bc, err := startChild(in.dir, in.dir+"/bare.log", self, "-bare-socket", bareSock)
+	if err != nil {
+		return r, err
+	}
+	if _, err := bc.waitReady(ctx, 30*time.Second); err != nil {
+		bc.stop()
+		return r, err
+	}
+	r.sockBare = load(ctx, bareSock, o.clients, o.socketFor, in.n, false, 0)
+	r.pacedBare = load(ctx, bareSock, o.clients, o.socketFor, in.n, false, o.pacedRate)
+	if err := bc.stop(); err != nil {
+		return r, err
+	}
+	if err := c.stop(); err != nil {
+		return r, err
+	}
+
+	// 5. Rotation storm.
+	if o.storm {
+		r.storm, err = storm(ctx, e, o)
+		if err != nil {
+			return r, fmt.Errorf("storm: %w", err)
+		}
+	}
+	return r, nil
+}
+
+// callPhases says when, after start, LINE saw the first and last key-ID
+// listing and issue: where a cold start's time goes.
+func callPhases(reqs []linefake.Request, start time.Time) string {
+	type span struct{ first, last time.Time }
+	spans := map[string]*span{}
+	for _, rq := range reqs {
+		sp := spans[rq.Endpoint]
+		if sp == nil {
+			sp = &span{first: rq.Time}
+			spans[rq.Endpoint] = sp
+		}
+		sp.last = rq.Time
+	}
+	out := ""
+	for _, ep := range []string{linefake.EndpointKeyIDsV21, linefake.EndpointIssueV21} {
+		if sp := spans[ep]; sp != nil {
+			out += fmt.Sprintf(" %s %.2f..%.2fs", ep, sp.first.Sub(start).Seconds(), sp.last.Sub(start).Seconds())
+		}
+	}
+	return out
+}
+
+// coldOnly is one cold start at the given log level.
+func coldOnly(ctx context.Context, e *env, o options, level string) (time.Duration, int, error) {
+	s, err := e.newSim()
+	if err != nil {
+		return 0, 0, err
+	}
+	defer s.close()
+	in, err := e.newInstance("cold-"+level, s.url, level, o.maxInFlight, steadyLifetimes)
+	if err != nil {
+		return 0, 0, err
+	}
+	c, err := startChild(in.dir, in.dir+"/cold.log", o.tokendBin, "run", "-config", in.config)
+	if err != nil {
+		return 0, 0, err
+	}
+	d, err := c.waitReady(ctx, 10*time.Minute)
+	if serr := c.stop(); err == nil {
+		err = serr
+	}
+	return d, c.logLines(), err
+}
+
+// signBaseline signs one assertion per channel, as tokend's cold start
+// does (one per channel, shared by its key-ID listing and its issue), on
+// the given number of goroutines.
+func signBaseline(e *env, workers int) time.Duration {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	now := time.Now()
+	start := time.Now()
+	for range workers {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= e.channels {
+					return
+				}
+				sg := oauth.Signer{ChannelID: channelID(i), KeyID: benchKID, Key: e.key}
+				if _, err := sg.Sign(now, 30*24*time.Hour); err != nil {
+					panic(err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return time.Since(start)
+}
+
+func (in *instance) missingOutputs() int {
+	n := 0
+	for i := range in.n {
+		if fi, err := os.Stat(in.outPath(i)); err != nil || fi.Size() == 0 {
+			n++
+		}
+	}
+	return n
+}
+
+type fileID struct {
+	ino   uint64
+	mtime int64
+}
+
+type snapshot []fileID
+
+func (in *instance) snapshot() (snapshot, error) {
+	s := make(snapshot, in.n)
+	for i := range in.n {
+		fi, err := os.Stat(in.outPath(i))
+		if err != nil {
+			return nil, err
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		s[i] = fileID{st.Ino, fi.ModTime().UnixNano()}
+	}
+	return s, nil
+}
+
+func (s snapshot) changed(t snapshot) int {
+	n := 0
+	for i := range s {
+		if s[i] != t[i] {
+			n++
+		}
+	}
+	return n
+}
+
+func unixClient(path string) *http.Client {
+	return &http.Client{
+		Transport: &http.Transport{
+			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+				var d net.Dialer
+				return d.DialContext(ctx, "unix", path)
+			},
+			MaxIdleConnsPerHost: 1,
+			DisableCompression:  true,
+		},
+		Timeout: 10 * time.Second,
+	}
+}
+
+// waitSocket returns how long after start the socket first served a token.
+func waitSocket(ctx context.Context, path string, start time.Time) time.Duration {
+	cl := unixClient(path)
+	defer cl.CloseIdleConnections()
+	for ctx.Err() == nil {
+		resp, err := cl.Get("http://tokend/v1/channels/b00000/token")
+		if err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return time.Since(start)
+			}
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	return 0
+}
+
+// load runs clients keep-alive clients, each fetching random channels'
+// tokens as JSON over the Unix socket for d. rate 0: each client sends its
+// next request as soon as it has the answer (saturation: throughput, and a
+// latency that is only queueing, concurrency / throughput). rate > 0: the
+// clients together send rate requests a second on a fixed schedule, and a
+// latency counts from when its request was due, not when it went out, so
+// a stall is not hidden by the requests it delayed.
+func load(ctx context.Context, sock string, clients int, d time.Duration, n int, check bool, rate float64) loadResult {
+	var wg sync.WaitGroup
+	lats := make([][]time.Duration, clients)
+	errs := make([]int, clients)
+	start := time.Now()
+	deadline := start.Add(d)
+	for g := range clients {
+		wg.Go(func() {
+			cl := unixClient(sock)
+			defer cl.CloseIdleConnections()
+			rng := rand.New(rand.NewPCG(uint64(g), 7))
+			buf := make([]byte, 4096)
+			l := make([]time.Duration, 0, 1<<16)
+			var every time.Duration
+			if rate > 0 {
+				every = time.Duration(float64(clients) / rate * float64(time.Second))
+			}
+			due := start.Add(every * time.Duration(g) / time.Duration(clients)) // spread the clients over one interval
+			for ctx.Err() == nil {
+				t := time.Now()
+				if every > 0 {
+					if wait := due.Sub(t); wait > 0 {
+						time.Sleep(wait)
+					}
+					t, due = due, due.Add(every)
+				}
+				if t.After(deadline) {
+					break
+				}
+				resp, err := cl.Get("http://tokend/v1/channels/" + channelName(rng.IntN(n)) + "/token")
+				if err != nil {
+					errs[g]++
+					continue
+				}
+				for {
+					if _, err := resp.Body.Read(buf); err != nil {
+						break
+					}
+				}
+				resp.Body.Close()
+				l = append(l, time.Since(t))
+				if check && resp.StatusCode != http.StatusOK {
+					errs[g]++
+				}
+			}
+			lats[g] = l
+		})
+	}
+	wg.Wait()
+	res := loadResult{dur: time.Since(start)}
+	var all []time.Duration
+	for g := range clients {
+		all = append(all, lats[g]...)
+		res.errs += errs[g]
+	}
+	res.reqs = len(all)
+	slices.Sort(all)
+	if len(all) > 0 {
+		res.p50 = all[len(all)/2]
+		res.p99 = all[len(all)*99/100]
+	}
+	return res
+}
+
+// storm issues every channel a 2-minute token that falls due -storm-lead
+// (10s) after issue (rotate_before 1m50s, no jitter), so every rotation is due
+// within the cold start's spread, then watches the rotations: LINE's
+// concurrency, completion, and that every output always holds a token
+// LINE considers valid.
+func storm(ctx context.Context, e *env, o options) (stormResult, error) {
+	res := stormResult{ran: true}
+	s, err := e.newSim()
+	if err != nil {
+		return res, err
+	}
+	defer s.close()
+	lt := lifetimes{tokenTTL: "2m", rotateBefore: (2*time.Minute - o.stormLead).String(), revokeAfter: "1m", reconcileEvery: "1h", jitter: "0"}
+	in, err := e.newInstance("storm", s.url, o.logLevel, o.maxInFlight, lt)
+	if err != nil {
+		return res, err
+	}
+	c, err := startChild(in.dir, in.dir+"/storm.log", o.tokendBin, "run", "-config", in.config)
+	if err != nil {
+		return res, err
+	}
+	defer c.stop()
+	if _, err := c.waitReady(ctx, 10*time.Minute); err != nil {
+		return res, err
+	}
+	// The initial issuance, from the simulator's log: every rotation falls
+	// due 10s after its token's issue.
+	var first, last time.Time
+	for _, rq := range s.Requests() {
+		if rq.Endpoint == linefake.EndpointIssueV21 {
+			if first.IsZero() {
+				first = rq.Time
+			}
+			last = rq.Time
+		}
+	}
+	res.issueSpread = last.Sub(first)
+	// Each channel's first token, as LINE issued it: a channel whose
+	// rotation fell due before READY=1 (a cold start longer than 10s) may
+	// already serve its second.
+	initial := make([]string, in.n)
+	for i := range in.n {
+		if toks := s.Tokens(channelID(i)); len(toks) > 0 {
+			initial[i] = toks[0].AccessToken
+		}
+	}
+	rotated := make([]bool, in.n)
+	var firstRot, doneAt time.Time
+	deadline := time.Now().Add(o.stormTimeout)
+	for ctx.Err() == nil && time.Now().Before(deadline) {
+		res.samples++
+		for i := range in.n {
+			b, err := os.ReadFile(in.outPath(i))
+			tok := string(b)
+			if err != nil || !s.IsValid(tok) {
+				res.lapses++
+				continue
+			}
+			if !rotated[i] && tok != initial[i] {
+				rotated[i] = true
+				res.rotated++
+				if firstRot.IsZero() {
+					firstRot = time.Now()
+				}
+			}
+		}
+		if res.rotated == in.n {
+			doneAt = time.Now()
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if !doneAt.IsZero() {
+		res.duration = doneAt.Sub(firstRot)
+	}
+	res.maxConcurrent = s.MaxConcurrent()
+	res.issueCalls = s.Count(linefake.EndpointIssueV21)
+	res.revokes = s.Count(linefake.EndpointRevokeV21)
+	if err := c.stop(); err != nil {
+		return res, err
+	}
+	return res, nil
+}

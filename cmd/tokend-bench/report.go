@@ -1,0 +1,113 @@
+package main
+
+import (
+	"fmt"
+	"time"
+)
+
+const (
+	targetColdRatio = 1.5
+	targetWarm      = 2 * time.Second
+	targetIdleCPU   = 0.01
+	targetIdleRSS   = 150 << 20
+	targetSockRatio = 0.8
+	targetSockP99   = time.Millisecond
+)
+
+func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
+
+func (r runResult) print(indent string) {
+	fmt.Printf("%scold_start %s  sign@%d %s  ratio %.2f  (%d log lines; LINE saw%s)\n", indent, secs(r.cold), gomaxprocs(), secs(r.signPar),
+		r.cold.Seconds()/r.signPar.Seconds(), r.coldLogLines, r.coldPhases)
+	fmt.Printf("%swarm_restart %s (READY=1 %s, socket %s)  issues %d  rewrites %d\n", indent, secs(r.warm), secs(r.warmNotify), secs(r.warmSocket), r.warmIssues, r.warmRewrites)
+	fmt.Printf("%sidle cpu %.3f%% of a core  rss %s  (start-up reconcile took %s before the window)\n", indent, 100*r.idleCPU, mib(r.idleRSS), secs(r.idleWait))
+	fmt.Printf("%ssocket tokend %.0f req/s p50 %v p99 %v errs %d | bare %.0f req/s p50 %v p99 %v errs %d\n", indent,
+		r.sockTokend.rps(), r.sockTokend.p50, r.sockTokend.p99, r.sockTokend.errs, r.sockBare.rps(), r.sockBare.p50, r.sockBare.p99, r.sockBare.errs)
+	fmt.Printf("%ssocket paced tokend %.0f req/s p50 %v p99 %v errs %d | bare %.0f req/s p50 %v p99 %v\n", indent,
+		r.pacedTokend.rps(), r.pacedTokend.p50, r.pacedTokend.p99, r.pacedTokend.errs, r.pacedBare.rps(), r.pacedBare.p50, r.pacedBare.p99)
+	if st := r.storm; st.ran {
+		fmt.Printf("%sstorm rotated %d in %s (due within %s)  max concurrent %d  lapses %d in %d samples  issue calls %d  revokes %d\n", indent,
+			st.rotated, secs(st.duration), secs(st.issueSpread), st.maxConcurrent, st.lapses, st.samples, st.issueCalls, st.revokes)
+	}
+}
+
+func collect[T any](rs []runResult, f func(runResult) T) []T {
+	out := make([]T, len(rs))
+	for i, r := range rs {
+		out[i] = f(r)
+	}
+	return out
+}
+
+func summary(rs []runResult, o options) {
+	n := o.channels
+	cold := median(collect(rs, func(r runResult) time.Duration { return r.cold }))
+	signPar := median(collect(rs, func(r runResult) time.Duration { return r.signPar }))
+	ratio := median(collect(rs, func(r runResult) float64 { return r.cold.Seconds() / r.signPar.Seconds() }))
+	fmt.Printf("cold_start: %s  baseline(sign %d @%d): %s  ratio %.2f (target <= %.1f) %s\n",
+		secs(cold), n, gomaxprocs(), secs(signPar), ratio, targetColdRatio, verdict(ratio <= targetColdRatio))
+	if one := rs[0].signOne; one > 0 {
+		fmt.Printf("cold_start_vs_serial: %s  baseline(sign %d @1): %s  ratio %.2f (for reference)\n",
+			secs(cold), n, secs(one), cold.Seconds()/one.Seconds())
+	}
+
+	warm := median(collect(rs, func(r runResult) time.Duration { return r.warm }))
+	issues := slicesMax(collect(rs, func(r runResult) int { return r.warmIssues }))
+	rewrites := slicesMax(collect(rs, func(r runResult) int { return r.warmRewrites }))
+	fmt.Printf("warm_restart: %s  (READY=1 %s, socket %s)  issue calls %d  output rewrites %d  (target <= %s, 0, 0) %s\n",
+		secs(warm), secs(median(collect(rs, func(r runResult) time.Duration { return r.warmNotify }))),
+		secs(median(collect(rs, func(r runResult) time.Duration { return r.warmSocket }))),
+		issues, rewrites, secs(targetWarm), verdict(warm <= targetWarm && issues == 0 && rewrites == 0))
+
+	cpu := median(collect(rs, func(r runResult) float64 { return r.idleCPU }))
+	rss := median(collect(rs, func(r runResult) int64 { return r.idleRSS }))
+	fmt.Printf("idle_cpu: %.3f%% of one core over %s  (target <= %.0f%%) %s\n", 100*cpu, o.idle, 100*targetIdleCPU, verdict(cpu <= targetIdleCPU))
+	fmt.Printf("idle_rss: %s  %.0f bytes/channel  (target <= %s) %s\n", mib(rss), float64(rss)/float64(n), mib(targetIdleRSS), verdict(rss <= targetIdleRSS))
+
+	tr := median(collect(rs, func(r runResult) float64 { return r.sockTokend.rps() }))
+	br := median(collect(rs, func(r runResult) float64 { return r.sockBare.rps() }))
+	sr := median(collect(rs, func(r runResult) float64 { return r.sockTokend.rps() / r.sockBare.rps() }))
+	p50 := median(collect(rs, func(r runResult) time.Duration { return r.sockTokend.p50 }))
+	p99 := median(collect(rs, func(r runResult) time.Duration { return r.sockTokend.p99 }))
+	bp99 := median(collect(rs, func(r runResult) time.Duration { return r.sockBare.p99 }))
+	errs := slicesMax(collect(rs, func(r runResult) int { return r.sockTokend.errs }))
+	fmt.Printf("socket_throughput: %.0f req/s  baseline(bare net/http, %d clients): %.0f req/s  ratio %.2f (target >= %.1f) %s\n",
+		tr, o.clients, br, sr, targetSockRatio, verdict(sr >= targetSockRatio && errs == 0))
+	pr := median(collect(rs, func(r runResult) float64 { return r.pacedTokend.rps() }))
+	pp50 := median(collect(rs, func(r runResult) time.Duration { return r.pacedTokend.p50 }))
+	pp99 := median(collect(rs, func(r runResult) time.Duration { return r.pacedTokend.p99 }))
+	pbp99 := median(collect(rs, func(r runResult) time.Duration { return r.pacedBare.p99 }))
+	perrs := slicesMax(collect(rs, func(r runResult) int { return r.pacedTokend.errs }))
+	fmt.Printf("socket_latency: paced %.0f req/s (%d clients): p50 %v  p99 %v  (bare p99 %v)  non-200 %d  (target p99 <= %v) %s\n",
+		pr, o.clients, pp50.Round(time.Microsecond), pp99.Round(time.Microsecond), pbp99.Round(time.Microsecond), perrs, targetSockP99,
+		verdict(pp99 <= targetSockP99 && perrs == 0))
+	fmt.Printf("socket_latency_saturated: p50 %v  p99 %v  (bare p99 %v)  non-200 %d  (queueing: %d clients / throughput; for reference)\n",
+		p50.Round(time.Microsecond), p99.Round(time.Microsecond), bp99.Round(time.Microsecond), errs, o.clients)
+
+	if rs[0].storm.ran {
+		maxc := slicesMax(collect(rs, func(r runResult) int { return r.storm.maxConcurrent }))
+		lapses := slicesMax(collect(rs, func(r runResult) int { return r.storm.lapses }))
+		rotated := slicesMin(collect(rs, func(r runResult) int { return r.storm.rotated }))
+		dur := median(collect(rs, func(r runResult) time.Duration { return r.storm.duration }))
+		spread := median(collect(rs, func(r runResult) time.Duration { return r.storm.issueSpread }))
+		fmt.Printf("storm: %d of %d rotated in %s (all due within %s)  LINE max concurrent %d (max_in_flight %d)  lapses %d  %s\n",
+			rotated, n, secs(dur), secs(spread), maxc, o.maxInFlight, lapses,
+			verdict(rotated == n && maxc <= o.maxInFlight && lapses == 0 && spread <= time.Minute))
+	}
+}
+
+func slicesMax(xs []int) int {
+	m := xs[0]
+	for _, x := range xs {
+		m = max(m, x)
+	}
+	return m
+}
+
+func slicesMin(xs []int) int {
+	m := xs[0]
+	for _, x := range xs {
+		m = min(m, x)
+	}
+	return m
+}
