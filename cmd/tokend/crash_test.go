@@ -109,7 +109,7 @@ func TestCrashConsistency(t *testing.T) {
 		killed := r.killed
 		r.mu.Unlock()
 		if !killed {
-			t.Fatalf("tokend exited by itself (%v); stderr:\n%s", p.err, relTail(p.log.String(), 4000))
+			t.Fatalf("tokend exited by itself (%v); stderr:\n%s", p.err, relTail(p.stderr.String(), 4000))
 		}
 		r.check(true)
 		if t.Failed() {
@@ -162,7 +162,7 @@ func TestCrashConsistency(t *testing.T) {
 		t.Fatal(err)
 	}
 	if code := p.exitCode(t, 20*time.Second); code != 0 {
-		t.Fatalf("SIGTERM after the crash loop: exit %d; stderr:\n%s", code, relTail(p.log.String(), 4000))
+		t.Fatalf("SIGTERM after the crash loop: exit %d; stderr:\n%s", code, relTail(p.stderr.String(), 4000))
 	}
 	stopReaders()
 	r.check(false)
@@ -306,7 +306,7 @@ type crashRun struct {
 	inflightN  int
 	pending    map[string]map[string]bool // channel -> key IDs issued, not known committed
 	curRec     map[string]crashCur
-	cur        *relProc
+	cur        *proc
 	killed     bool // cur has been sent SIGKILL (or is being stopped)
 	final      bool // the last run: no kills
 	gen        int
@@ -339,7 +339,7 @@ func (r *crashRun) problemLocked(format string, a ...any) {
 }
 
 // startProc starts the next tokend; issue requests are accepted from then on.
-func (r *crashRun) startProc() *relProc {
+func (r *crashRun) startProc() *proc {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.gen++
@@ -386,7 +386,7 @@ func (r *crashRun) killLocked() {
 }
 
 // killWhenSafe kills p as soon as that cannot push a channel over budget.
-func (r *crashRun) killWhenSafe(p *relProc) {
+func (r *crashRun) killWhenSafe(p *proc) {
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
 		r.mu.Lock()

@@ -5,6 +5,7 @@ import (
 	"crypto/rsa"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http/httptest"
 	"os"
@@ -138,12 +139,16 @@ channels:%s`, e.dir, e.srv.URL, e.sock, extra, channels)
 
 func (e *env) out(name string) string { return filepath.Join(e.dir, "out", name) }
 
-// proc is a running tokend.
+// proc is a running tokend; its stderr goes to a syncBuffer (start) or a
+// relLog (relStart).
 type proc struct {
 	cmd    *exec.Cmd
-	stderr *syncBuffer
-	done   chan struct{}
-	err    error
+	stderr interface {
+		io.Writer
+		String() string
+	}
+	done chan struct{}
+	err  error
 }
 
 type syncBuffer struct {
@@ -172,8 +177,17 @@ func (e *env) command(extraEnv []string, args ...string) *exec.Cmd {
 
 func (e *env) start(extraEnv []string, args ...string) *proc {
 	e.t.Helper()
-	p := &proc{cmd: e.command(extraEnv, args...), stderr: &syncBuffer{}, done: make(chan struct{})}
-	p.cmd.Stderr = p.stderr
+	return e.startTo(&syncBuffer{}, extraEnv, args...)
+}
+
+// startTo starts tokend with args, its stderr to stderr.
+func (e *env) startTo(stderr interface {
+	io.Writer
+	String() string
+}, extraEnv []string, args ...string) *proc {
+	e.t.Helper()
+	p := &proc{cmd: e.command(extraEnv, args...), stderr: stderr, done: make(chan struct{})}
+	p.cmd.Stderr = stderr
 	if err := p.cmd.Start(); err != nil {
 		e.t.Fatal(err)
 	}
@@ -182,20 +196,21 @@ func (e *env) start(extraEnv []string, args ...string) *proc {
 		select {
 		case <-p.done:
 		default:
-			p.cmd.Process.Kill()
+			_ = p.cmd.Process.Kill()
 			<-p.done
 		}
 	})
 	return p
 }
 
-// exitCode waits for p to exit and returns its code.
+// exitCode waits up to within for p to exit and returns its exit code, or
+// -1 for a signal, or fails the test.
 func (p *proc) exitCode(t *testing.T, within time.Duration) int {
 	t.Helper()
 	select {
 	case <-p.done:
 	case <-time.After(within):
-		t.Fatalf("tokend did not exit within %s; stderr:\n%s", within, p.stderr.String())
+		t.Fatalf("tokend did not exit within %s; stderr:\n%s", within, relTail(p.stderr.String(), 4000))
 	}
 	if p.err == nil {
 		return 0
@@ -205,6 +220,15 @@ func (p *proc) exitCode(t *testing.T, within time.Duration) int {
 	}
 	t.Fatal(p.err)
 	return -1
+}
+
+func (p *proc) alive() bool {
+	select {
+	case <-p.done:
+		return false
+	default:
+		return true
+	}
 }
 
 // runCmd runs tokend to completion and returns exit code, stdout, stderr.

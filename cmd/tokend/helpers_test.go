@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -148,60 +147,10 @@ func (l *relLog) Lines() int {
 	return l.lines
 }
 
-// relProc is a running tokend whose stderr goes to a relLog.
-type relProc struct {
-	cmd  *exec.Cmd
-	log  *relLog
-	done chan struct{}
-	err  error
-}
-
 // relStart starts tokend with args, stderr to log.
-func (e *env) relStart(log *relLog, extraEnv []string, args ...string) *relProc {
+func (e *env) relStart(log *relLog, extraEnv []string, args ...string) *proc {
 	e.t.Helper()
-	p := &relProc{cmd: e.command(extraEnv, args...), log: log, done: make(chan struct{})}
-	p.cmd.Stderr = log
-	if err := p.cmd.Start(); err != nil {
-		e.t.Fatal(err)
-	}
-	go func() { p.err = p.cmd.Wait(); close(p.done) }()
-	e.t.Cleanup(func() {
-		select {
-		case <-p.done:
-		default:
-			_ = p.cmd.Process.Kill()
-			<-p.done
-		}
-	})
-	return p
-}
-
-// exitCode waits up to within for p to exit and returns its exit code, or
-// -1 for a signal, or fails the test.
-func (p *relProc) exitCode(t *testing.T, within time.Duration) int {
-	t.Helper()
-	select {
-	case <-p.done:
-	case <-time.After(within):
-		t.Fatalf("tokend did not exit within %s; stderr:\n%s", within, relTail(p.log.String(), 4000))
-	}
-	if p.err == nil {
-		return 0
-	}
-	if ee, ok := p.err.(*exec.ExitError); ok {
-		return ee.ExitCode()
-	}
-	t.Fatal(p.err)
-	return -1
-}
-
-func (p *relProc) alive() bool {
-	select {
-	case <-p.done:
-		return false
-	default:
-		return true
-	}
+	return e.startTo(log, extraEnv, args...)
 }
 
 // relTail is the last n bytes of s.

@@ -324,26 +324,26 @@ func (h *hygRun) fatalf(format string, args ...any) {
 
 // waitAlive waits for cond while p runs, failing (redacted) if p exits or
 // within passes.
-func (h *hygRun) waitAlive(p *relProc, what string, within time.Duration, cond func() bool) {
+func (h *hygRun) waitAlive(p *proc, what string, within time.Duration, cond func() bool) {
 	h.t.Helper()
 	deadline := time.Now().Add(within)
 	for !cond() {
 		if !p.alive() {
-			h.fatalf("tokend exited (%v) waiting for %s; log:\n%s", p.err, what, relTail(p.log.String(), 3000))
+			h.fatalf("tokend exited (%v) waiting for %s; log:\n%s", p.err, what, relTail(p.stderr.String(), 3000))
 		}
 		if time.Now().After(deadline) {
-			h.fatalf("timed out after %s waiting for %s; log:\n%s", within, what, relTail(p.log.String(), 3000))
+			h.fatalf("timed out after %s waiting for %s; log:\n%s", within, what, relTail(p.stderr.String(), 3000))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 }
 
-// exitCode is relProc.exitCode without printing an unredacted log.
-func (h *hygRun) exitCode(p *relProc, within time.Duration) int {
+// exitCode is proc.exitCode without printing an unredacted log.
+func (h *hygRun) exitCode(p *proc, within time.Duration) int {
 	select {
 	case <-p.done:
 	case <-time.After(within):
-		h.fatalf("tokend did not exit within %s; log:\n%s", within, relTail(p.log.String(), 3000))
+		h.fatalf("tokend did not exit within %s; log:\n%s", within, relTail(p.stderr.String(), 3000))
 	}
 	if ee, ok := p.err.(*exec.ExitError); ok {
 		return ee.ExitCode()
