@@ -121,6 +121,8 @@ func New(cfg *config.Config, o Options) (*Daemon, error) {
 		HTTPClient: o.HTTPClient,
 		Timeout:    cfg.LINE.Timeout,
 		UserAgent:  "tokend/" + o.Version,
+		// One kept-alive connection per call LINE may see at once.
+		MaxIdleConns: cfg.LINE.MaxInFlight,
 	})
 	if err != nil {
 		return nil, setupErr(fmt.Errorf("line.base_url: %w", err))

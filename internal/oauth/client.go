@@ -26,6 +26,10 @@ const DefaultUserAgent = "tokend/dev"
 // DefaultMaxBodyBytes is the response size limit used when Options.MaxBodyBytes is zero.
 const DefaultMaxBodyBytes = 1 << 20
 
+// DefaultMaxIdleConns is the keep-alive pool size used when
+// Options.MaxIdleConns is zero.
+const DefaultMaxIdleConns = 16
+
 // Form values fixed by LINE's API.
 const (
 	grantClientCredentials = "client_credentials"
@@ -51,6 +55,11 @@ type Options struct {
 	Timeout      time.Duration // per call, applied with context.WithTimeout; 0 = DefaultTimeout
 	UserAgent    string        // "" = DefaultUserAgent
 	MaxBodyBytes int64         // response size limit; 0 = DefaultMaxBodyBytes
+	// MaxIdleConns is how many connections to LINE the private client keeps
+	// open between calls; set it to the number of calls made at once, or
+	// every call beyond it opens (for https, handshakes) a new connection.
+	// 0 = DefaultMaxIdleConns. Ignored with HTTPClient.
+	MaxIdleConns int
 }
 
 // Client calls LINE's channel access token endpoints. It is safe for
@@ -113,8 +122,16 @@ func NewClient(o Options) (*Client, error) {
 	}
 	hc := o.HTTPClient
 	if hc == nil {
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		// net/http keeps 2 idle connections per host by default: with more
+		// calls at once, most would pay for a new connection.
+		tr.MaxIdleConnsPerHost = o.MaxIdleConns
+		if tr.MaxIdleConnsPerHost <= 0 {
+			tr.MaxIdleConnsPerHost = DefaultMaxIdleConns
+		}
+		tr.MaxIdleConns = max(tr.MaxIdleConns, tr.MaxIdleConnsPerHost)
 		hc = &http.Client{
-			Transport: http.DefaultTransport.(*http.Transport).Clone(),
+			Transport: tr,
 			// A redirect would resend credentials (and, for GETs, a token in
 			// the query) to wherever it points; LINE never redirects.
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },

@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -689,5 +691,61 @@ func TestTokenRedacts(t *testing.T) {
 	}
 	if got := (Token{}).String(); got != `oauth.Token{AccessToken:<empty> TokenType:"" KeyID:"" ExpiresIn:0}` {
 		t.Errorf("zero Token prints %q", got)
+	}
+}
+
+// TestClientKeepsConnectionsAlive: as many calls at once as the pool holds
+// reuse their connections instead of opening one per call (net/http's
+// default keeps 2 per host; against LINE every extra one is a TLS handshake).
+func TestClientKeepsConnectionsAlive(t *testing.T) {
+	const workers, calls = 16, 25
+	var opened atomic.Int64
+	// Each round holds every worker's call in the handler until all have
+	// arrived, so there are always `workers` calls at once.
+	var mu sync.Mutex
+	arrived, release := 0, make(chan struct{})
+	barrier := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		ch := release
+		if arrived++; arrived == workers {
+			close(release)
+			arrived, release = 0, make(chan struct{})
+		}
+		mu.Unlock()
+		<-ch
+		okResponse(w, r)
+	})
+	srv := httptest.NewUnstartedServer(barrier)
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			opened.Add(1)
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	c, err := NewClient(Options{BaseURL: srv.URL, MaxIdleConns: workers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Rounds: every connection goes back to the pool before the next round
+	// asks for them again.
+	errs := make(chan error, workers*calls)
+	for range calls {
+		var wg sync.WaitGroup
+		for range workers {
+			wg.Go(func() {
+				if _, err := c.GetChannelAccessTokenKeyIDsV2_1(context.Background(), "a.b.c"); err != nil {
+					errs <- err
+				}
+			})
+		}
+		wg.Wait()
+	}
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if n := opened.Load(); n > workers {
+		t.Errorf("%d calls from %d goroutines opened %d connections, want at most %d", workers*calls, workers, n, workers)
 	}
 }
