@@ -94,7 +94,7 @@ type Rotator struct {
 	o     Options
 	log   *zap.Logger
 	clock clockwork.Clock
-	sem   chan struct{}
+	gate  *gate
 
 	mu      sync.Mutex // guards chans, sched and started
 	chans   map[string]*channel
@@ -149,7 +149,7 @@ func New(channels []Channel, o Options) (*Rotator, error) {
 		o:      o,
 		log:    o.Logger,
 		clock:  o.Clock,
-		sem:    make(chan struct{}, o.MaxInFlight),
+		gate:   newGate(o.MaxInFlight),
 		chans:  map[string]*channel{},
 		readyC: make(chan struct{}),
 	}

@@ -4,12 +4,15 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/tokend/tokend/internal/linefake"
+	"github.com/tokend/tokend/internal/oauth"
 	"github.com/tokend/tokend/internal/store"
 )
 
@@ -484,5 +487,61 @@ func TestAfterBurst(t *testing.T) {
 			t.Errorf("BurstSteps %d: AfterBurst called %d times; want called: %v", tt.burstSteps, calls.Load(), tt.want)
 		}
 		h.stop()
+	}
+}
+
+// gatedLINE holds the first issue call until gate returns.
+type gatedLINE struct {
+	LINE
+	once sync.Once
+	gate func()
+}
+
+func (g *gatedLINE) IssueChannelAccessTokenV2_1(ctx context.Context, a string) (*oauth.Token, error) {
+	g.once.Do(g.gate)
+	return g.LINE.IssueChannelAccessTokenV2_1(ctx, a)
+}
+
+// TestColdStartIssuesBeforeListing: at a cold start every channel's issue
+// call goes before the start-up key-ID listings, which wait behind them
+// for a LINE slot, and every channel is still reconciled at start.
+func TestColdStartIssuesBeforeListing(t *testing.T) {
+	const n = 40
+	h := newHarness(t, n, nil)
+	h.opts.MaxInFlight = 1
+	h.opts.LINE = &gatedLINE{LINE: h.line, gate: func() {
+		// Hold the first issue until every channel's step has begun.
+		deadline := time.Now().Add(10 * time.Second)
+		for h.rot.running.Load() < n && time.Now().Before(deadline) {
+			time.Sleep(100 * time.Microsecond)
+		}
+	}}
+	h.start()
+	var order []string
+	for _, r := range h.sim.Requests() {
+		order = append(order, r.Endpoint)
+	}
+	lastIssue := slices.Index(order, "issue_v2.1")
+	for i, ep := range order {
+		if ep == "issue_v2.1" {
+			lastIssue = i
+		}
+	}
+	early := 0
+	for _, ep := range order[:lastIssue] {
+		if ep == "kids_v2.1" {
+			early++
+		}
+	}
+	if got := h.sim.Count("issue_v2.1"); got != n {
+		t.Fatalf("%d issue calls, want %d", got, n)
+	}
+	if got := h.sim.Count("kids_v2.1"); got != n {
+		t.Fatalf("%d key-ID listings at start, want %d (one per channel)", got, n)
+	}
+	// A step that reaches the LINE slot late may list before the last
+	// issue; listing first (the old order) puts nearly all of them there.
+	if early > n/4 {
+		t.Errorf("%d of %d key-ID listings came before the last channel's issue; want issues first", early, n)
 	}
 }

@@ -70,6 +70,12 @@ func (s *snapshot) valid(now time.Time) bool {
 	return s.token.AccessToken != "" && now.Before(s.token.ExpiresAt)
 }
 
+// serving reports whether c has a token to hand out at now (one LINE has
+// not reported gone).
+func (c *channel) serving(now time.Time) bool {
+	return c.current != nil && !c.gone && now.Before(c.current.ExpiresAt)
+}
+
 // adopt takes the channel's records from the store: the newest current
 // one is served, the rest are tracked until they expire.
 func (c *channel) adopt(recs []store.Record) {
@@ -97,7 +103,15 @@ func (r *Rotator) step(ctx context.Context, c *channel) time.Time {
 	}
 	now := r.clock.Now()
 	r.dropExpired(c, now)
-	if c.cfg.Kind != KindStateless && !now.Before(c.nextRecon) && !now.Before(c.reconcile.at) {
+	reconcileDue := c.cfg.Kind != KindStateless && !now.Before(c.nextRecon) && !now.Before(c.reconcile.at)
+	// A channel with nothing to serve gets its token first and reconciles
+	// after publishing it; its issue is urgent and its listing is not, so
+	// at a cold start every channel's issue goes to LINE before any
+	// listing and bots get tokens before tokend does bookkeeping. After a
+	// failed issue the listing goes first again: it names orphans that may
+	// be why.
+	tokenFirst := c.issue.failures == 0 && !c.serving(now)
+	if reconcileDue && !tokenFirst {
 		r.doReconcile(ctx, c, now)
 		now = r.clock.Now()
 	}
@@ -107,6 +121,11 @@ func (r *Rotator) step(ctx context.Context, c *channel) time.Time {
 	}
 	if c.current != nil && !c.published && !now.Before(c.publishTry.at) && now.Before(c.current.ExpiresAt) {
 		r.publish(c, now)
+	}
+	if reconcileDue && tokenFirst && ctx.Err() == nil {
+		r.refresh(c, now) // readers get the token before the listing
+		r.doReconcile(ctx, c, now)
+		now = r.clock.Now()
 	}
 	r.doRevoke(ctx, c, now)
 	now = r.clock.Now()
@@ -169,16 +188,16 @@ func later(a, b time.Time) time.Time {
 	return a
 }
 
-// call makes one LINE call within the in-flight bound. A call already
-// under way is allowed to finish (within the client's own timeout) even if
-// ctx ends, so a token LINE issued is recorded rather than lost.
-func (r *Rotator) call(ctx context.Context, endpoint string, fn func(context.Context) error) error {
-	select {
-	case r.sem <- struct{}{}:
-	case <-ctx.Done():
-		return ctx.Err()
+// call makes one LINE call within the in-flight bound; urgent calls get a
+// channel with nothing to serve its token and wait ahead of the others. A
+// call already under way is allowed to finish (within the client's own
+// timeout) even if ctx ends, so a token LINE issued is recorded rather
+// than lost.
+func (r *Rotator) call(ctx context.Context, endpoint string, urgent bool, fn func(context.Context) error) error {
+	if err := r.gate.acquire(ctx, urgent); err != nil {
+		return err
 	}
-	defer func() { <-r.sem }()
+	defer r.gate.release()
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -258,7 +277,7 @@ func (r *Rotator) doReconcile(ctx context.Context, c *channel, now time.Time) {
 	switch c.cfg.Kind {
 	case KindV21:
 		var kids []string
-		err := r.call(ctx, "kids_v2.1", func(ctx context.Context) error {
+		err := r.call(ctx, "kids_v2.1", false, func(ctx context.Context) error {
 			a, err := r.assertion(c, now, 0)
 			if err != nil {
 				return err
@@ -278,7 +297,7 @@ func (r *Rotator) doReconcile(ctx context.Context, c *channel, now time.Time) {
 			break
 		}
 		tok := c.current.AccessToken
-		err := r.call(ctx, "verify_short", func(ctx context.Context) error {
+		err := r.call(ctx, "verify_short", false, func(ctx context.Context) error {
 			_, err := r.o.LINE.VerifyAccessToken(ctx, tok)
 			return err
 		})
@@ -354,7 +373,7 @@ func (r *Rotator) applyKeyIDs(c *channel, now time.Time, kids []string) {
 func (r *Rotator) doIssue(ctx context.Context, c *channel, now time.Time) {
 	var tok *oauth.Token
 	endpoint := map[string]string{KindV21: "issue_v2.1", KindShortLived: "issue_short", KindStateless: "issue_stateless"}[c.cfg.Kind]
-	err := r.call(ctx, endpoint, func(ctx context.Context) error {
+	err := r.call(ctx, endpoint, !c.serving(now), func(ctx context.Context) error {
 		var err error
 		switch c.cfg.Kind {
 		case KindV21:
@@ -525,7 +544,7 @@ func (r *Rotator) doRevoke(ctx context.Context, c *channel, now time.Time) {
 			continue // nothing to revoke with; it expires by itself
 		}
 		tok, kind := rec.AccessToken, rec.Kind
-		err := r.call(ctx, map[string]string{KindV21: "revoke_v2.1", KindShortLived: "revoke_short"}[kind], func(ctx context.Context) error {
+		err := r.call(ctx, map[string]string{KindV21: "revoke_v2.1", KindShortLived: "revoke_short"}[kind], false, func(ctx context.Context) error {
 			if kind == KindV21 {
 				return r.o.LINE.RevokeChannelAccessTokenV2_1(ctx, c.cfg.ID, c.cfg.Secret, tok)
 			}
