@@ -20,6 +20,7 @@ import (
 
 	"github.com/tokend/tokend/internal/config"
 	"github.com/tokend/tokend/internal/daemon"
+	"github.com/tokend/tokend/internal/linefake"
 )
 
 func gomaxprocs() int { return runtime.GOMAXPROCS(0) }
@@ -63,8 +64,13 @@ func profiledDaemon(args []string) error {
 	cfgPath := fs.String("config", "", "config")
 	profiles := fs.String("profiles", "", "comma-separated CPU profile files, switched on SIGUSR1")
 	heap := fs.String("heap", "", "heap profile written (after a GC) on SIGUSR2")
+	block := fs.String("block", "", "block and mutex profiles (FILE, FILE.mutex) written on the first SIGUSR1: where the cold start waited")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *block != "" {
+		runtime.SetBlockProfileRate(10_000) // one sample per 10µs blocked, on average
+		runtime.SetMutexProfileFraction(10)
 	}
 	usr2 := make(chan os.Signal, 1)
 	signal.Notify(usr2, syscall.SIGUSR2)
@@ -99,6 +105,16 @@ func profiledDaemon(args []string) error {
 			<-usr1
 			pprof.StopCPUProfile()
 			cur.Close()
+			if i == 1 && *block != "" {
+				for path, name := range map[string]string{*block: "block", *block + ".mutex": "mutex"} {
+					if f, err := os.Create(path); err == nil {
+						_ = pprof.Lookup(name).WriteTo(f, 0)
+						f.Close()
+					}
+				}
+				runtime.SetBlockProfileRate(0)
+				runtime.SetMutexProfileFraction(0)
+			}
 			if i >= len(files) {
 				cur = nil
 				continue
@@ -141,20 +157,34 @@ func profileRun(ctx context.Context, e *env, o options, self string) error {
 		return err
 	}
 	coldProf, sockProf := filepath.Join(dir, "cold.pprof"), filepath.Join(dir, "socket.pprof")
-	heapProf := filepath.Join(dir, "heap.pprof")
+	heapProf, simProf := filepath.Join(dir, "heap.pprof"), filepath.Join(dir, "sim.pprof")
+	blockProf := filepath.Join(dir, "block.pprof")
+	// The simulator runs in this process: profile its side of the cold start.
+	sf, err := os.Create(simProf)
+	if err != nil {
+		return err
+	}
+	defer sf.Close()
+	if err := pprof.StartCPUProfile(sf); err != nil {
+		return err
+	}
 	c, err := startChild(in.dir, in.dir+"/profile.log", self, "-profiled-daemon", "-config", in.config,
-		"-profiles", coldProf+","+sockProf, "-heap", heapProf)
+		"-profiles", coldProf+","+sockProf, "-heap", heapProf, "-block", blockProf)
 	if err != nil {
 		return err
 	}
 	defer c.stop()
 	d, err := c.waitReady(ctx, 10*time.Minute)
+	pprof.StopCPUProfile()
 	if err != nil {
 		return err
 	}
 	_ = c.cmd.Process.Signal(syscall.SIGUSR1) // cold.pprof done
-	// The start-up reconcile is part of the cold start (before each issue),
-	// so nothing else runs now but the socket load.
+	// The start-up key-ID listings follow the issues: let them finish, so
+	// nothing else runs during the socket load.
+	for s.Count(linefake.EndpointKeyIDsV21) < in.n && ctx.Err() == nil {
+		time.Sleep(50 * time.Millisecond)
+	}
 	time.Sleep(500 * time.Millisecond)
 	lr := load(ctx, in.socket, o.clients, o.socketFor, in.n, true, 0)
 	_ = c.cmd.Process.Signal(syscall.SIGUSR1) // socket.pprof done
@@ -166,7 +196,7 @@ func profileRun(ctx context.Context, e *env, o options, self string) error {
 		return err
 	}
 	fmt.Printf("# profile: cold start under CPU profile %s; socket %.0f req/s p99 %v; rss %s after the load\n", secs(d), lr.rps(), lr.p99, mib(rss))
-	for _, p := range []string{coldProf, sockProf, heapProf} {
+	for _, p := range []string{coldProf, simProf, sockProf, heapProf} {
 		args := []string{"tool", "pprof", "-top", "-nodecount", "35"}
 		if p == heapProf {
 			args = append(args, "-sample_index=inuse_space")

@@ -152,6 +152,16 @@ func (c *child) cpuTime() (time.Duration, error) {
 	return time.Duration(ut+st) * time.Second / clkTck, nil
 }
 
+// selfCPU is this process's user+system CPU time so far: during a cold
+// start, the simulator's share of the machine.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
 // rss is the child's VmRSS in bytes.
 func (c *child) rss() (int64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", c.pid()))

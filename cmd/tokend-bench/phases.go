@@ -23,7 +23,8 @@ import (
 type runResult struct {
 	cold, signPar, signOne time.Duration
 	coldLogLines           int
-	coldPhases             string // when LINE saw the key-ID listings and the issues
+	coldCPU, coldSimCPU    time.Duration // CPU used during the cold start by tokend, and by this process (the simulator)
+	coldPhases             string        // when LINE saw the key-ID listings and the issues
 
 	warm, warmNotify, warmSocket time.Duration
 	warmIssues, warmRewrites     int
@@ -75,12 +76,18 @@ func oneRun(ctx context.Context, e *env, o options, self string, idx int) (runRe
 	if err != nil {
 		return r, err
 	}
+	sim0 := selfCPU()
 	c, err := startChild(in.dir, in.dir+"/cold.log", o.tokendBin, "run", "-config", in.config)
 	if err != nil {
 		return r, err
 	}
 	r.cold, err = c.waitReady(ctx, 10*time.Minute)
 	if err != nil {
+		c.stop()
+		return r, err
+	}
+	r.coldSimCPU = selfCPU() - sim0
+	if r.coldCPU, err = c.cpuTime(); err != nil {
 		c.stop()
 		return r, err
 	}
@@ -340,10 +347,9 @@ func load(ctx context.Context, sock string, clients int, d time.Duration, n int,
 	deadline := start.Add(d)
 	for g := range clients {
 		wg.Go(func() {
-			cl := unixClient(sock)
-			defer cl.CloseIdleConnections()
+			cl := dialRaw(sock)
+			defer cl.close()
 			rng := rand.New(rand.NewPCG(uint64(g), 7))
-			buf := make([]byte, 4096)
 			l := make([]time.Duration, 0, 1<<16)
 			var every time.Duration
 			if rate > 0 {
@@ -353,27 +359,29 @@ func load(ctx context.Context, sock string, clients int, d time.Duration, n int,
 			for ctx.Err() == nil {
 				t := time.Now()
 				if every > 0 {
+					// Latency counts from when the request was due if the
+					// previous answer made this client late (no coordinated
+					// omission), but from when it was sent if the client
+					// slept: a sleep's overshoot (often 100µs or more on a
+					// loaded machine) is the generator's, not the server's.
 					if wait := due.Sub(t); wait > 0 {
 						time.Sleep(wait)
+						t = time.Now()
+					} else {
+						t = due
 					}
-					t, due = due, due.Add(every)
+					due = due.Add(every)
 				}
 				if t.After(deadline) {
 					break
 				}
-				resp, err := cl.Get("http://tokend/v1/channels/" + channelName(rng.IntN(n)) + "/token")
+				status, err := cl.get("/v1/channels/" + channelName(rng.IntN(n)) + "/token")
 				if err != nil {
 					errs[g]++
 					continue
 				}
-				for {
-					if _, err := resp.Body.Read(buf); err != nil {
-						break
-					}
-				}
-				resp.Body.Close()
 				l = append(l, time.Since(t))
-				if check && resp.StatusCode != http.StatusOK {
+				if check && status != http.StatusOK {
 					errs[g]++
 				}
 			}

@@ -19,6 +19,8 @@ func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
 func (r runResult) print(indent string) {
 	fmt.Printf("%scold_start %s  sign@%d %s  ratio %.2f  (%d log lines; LINE saw%s)\n", indent, secs(r.cold), gomaxprocs(), secs(r.signPar),
 		r.cold.Seconds()/r.signPar.Seconds(), r.coldLogLines, r.coldPhases)
+	fmt.Printf("%scold_start_cpu tokend %s  simulator %s  (of %s on %d cores)\n", indent, secs(r.coldCPU), secs(r.coldSimCPU),
+		secs(time.Duration(gomaxprocs())*r.cold), gomaxprocs())
 	fmt.Printf("%swarm_restart %s (READY=1 %s, socket %s)  issues %d  rewrites %d\n", indent, secs(r.warm), secs(r.warmNotify), secs(r.warmSocket), r.warmIssues, r.warmRewrites)
 	fmt.Printf("%sidle cpu %.3f%% of a core  rss %s  (start-up reconcile took %s before the window)\n", indent, 100*r.idleCPU, mib(r.idleRSS), secs(r.idleWait))
 	fmt.Printf("%ssocket tokend %.0f req/s p50 %v p99 %v errs %d | bare %.0f req/s p50 %v p99 %v errs %d\n", indent,

@@ -183,20 +183,34 @@ func (h *handler) token(w http.ResponseWriter, r *http.Request) {
 		ce.Write(zap.String("channel", clip(name)), zap.String("format", format),
 			zap.Int("uid", p.uid), zap.Int("pid", p.pid))
 	}
-	ct := "application/json"
+	// The hot path: headers set without canonicalising or allocating.
+	hdr := w.Header()
 	if format == output.FormatRaw {
-		ct = "text/plain; charset=utf-8"
+		hdr["Content-Type"] = ctText
+	} else {
+		hdr["Content-Type"] = ctJSON
 	}
-	w.Header().Set("Content-Type", ct)
-	noStore(w)
+	hdr["Cache-Control"], hdr["X-Content-Type-Options"] = noStoreValue, nosniffValue
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(body)
 }
 
+// Header values shared by every token answer; net/http only reads them.
+var (
+	ctJSON       = []string{"application/json"}
+	ctText       = []string{"text/plain; charset=utf-8"}
+	noStoreValue = []string{"no-store"}
+	nosniffValue = []string{"nosniff"}
+)
+
 // tokenFormat picks raw or json from ?format= or else the Accept header:
 // text/plain before application/json (or without it) means raw.
 func tokenFormat(r *http.Request) (string, error) {
-	switch f := r.URL.Query().Get("format"); f {
+	f := ""
+	if r.URL.RawQuery != "" { // Query allocates a map even for nothing
+		f = r.URL.Query().Get("format")
+	}
+	switch f {
 	case output.FormatRaw, output.FormatJSON:
 		return f, nil
 	case "":
@@ -232,8 +246,7 @@ func (h *handler) channels(w http.ResponseWriter, _ *http.Request) {
 }
 
 func noStore(w http.ResponseWriter) {
-	w.Header().Set("Cache-Control", "no-store")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.Header()["Cache-Control"], w.Header()["X-Content-Type-Options"] = noStoreValue, nosniffValue
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
