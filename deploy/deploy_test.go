@@ -504,6 +504,34 @@ func mountFor(targets []string, p string) string {
 	return best
 }
 
+// checkBot checks what the example's bot relies on: it mounts the socket's
+// and every output's directory from the same volume at the same place as
+// tokend, its script uses each of those paths, and it asks the socket for
+// every channel's token. file names the example in errors; the mounts are
+// mount targets, the volumes map a target to its volume.
+func (w *world) checkBot(file, script string, tdMounts, botMounts []string, tdVolume, botVolume map[string]string) {
+	t := w.t
+	t.Helper()
+	shared := []string{w.socket}
+	for _, ch := range w.cfg.Channels {
+		for _, o := range ch.Outputs {
+			shared = append(shared, o.Path)
+		}
+		if !strings.Contains(script, "/v1/channels/"+ch.Name+"/token?format=raw") {
+			t.Errorf("%s: the bot does not ask the socket for %s's token", file, ch.Name)
+		}
+	}
+	for _, p := range shared {
+		tm, bm := mountFor(tdMounts, path.Dir(p)), mountFor(botMounts, path.Dir(p))
+		if tm == "" || bm != tm || tdVolume[tm] != botVolume[bm] {
+			t.Errorf("%s: %s: tokend mounts %q (%s), the bot %q (%s); want the same volume at the same place", file, p, tm, tdVolume[tm], bm, botVolume[bm])
+		}
+		if !strings.Contains(script, p) {
+			t.Errorf("%s: the bot's script does not use %s", file, p)
+		}
+	}
+}
+
 // --- Docker Compose -----------------------------------------------------
 
 type composeFile struct {
@@ -622,25 +650,7 @@ func TestCompose(t *testing.T) {
 
 	// What the bot relies on: the same volumes at the same places, and the
 	// paths in its script.
-	script := fmt.Sprint(bot.Command)
-	shared := []string{w.socket}
-	for _, ch := range w.cfg.Channels {
-		for _, o := range ch.Outputs {
-			shared = append(shared, o.Path)
-		}
-		if !strings.Contains(script, "/v1/channels/"+ch.Name+"/token?format=raw") {
-			t.Errorf("compose.yaml: the bot does not ask the socket for %s's token", ch.Name)
-		}
-	}
-	for _, p := range shared {
-		tm, bm := mountFor(tdMounts, path.Dir(p)), mountFor(botMounts, path.Dir(p))
-		if tm == "" || bm != tm || tdVolume[tm] != botVolume[bm] {
-			t.Errorf("compose.yaml: %s: tokend mounts %q (%s), the bot %q (%s); want the same volume at the same place", p, tm, tdVolume[tm], bm, botVolume[bm])
-		}
-		if !strings.Contains(script, p) {
-			t.Errorf("compose.yaml: the bot's script does not use %s", p)
-		}
-	}
+	w.checkBot("compose.yaml", fmt.Sprint(bot.Command), tdMounts, botMounts, tdVolume, botVolume)
 
 	w.check()
 	w.serve(df.healthcheck)
@@ -840,25 +850,7 @@ func TestKubernetes(t *testing.T) {
 
 	// What the bot relies on.
 	botMounts, botVolume := bot.mounts()
-	script := strings.Join(append(bot.Command, bot.Args...), " ")
-	shared := []string{w.socket}
-	for _, ch := range w.cfg.Channels {
-		for _, o := range ch.Outputs {
-			shared = append(shared, o.Path)
-		}
-		if !strings.Contains(script, "/v1/channels/"+ch.Name+"/token?format=raw") {
-			t.Errorf("pod.yaml: the bot does not ask the socket for %s's token", ch.Name)
-		}
-	}
-	for _, p := range shared {
-		tm, bm := mountFor(tdMounts, path.Dir(p)), mountFor(botMounts, path.Dir(p))
-		if tm == "" || bm != tm || tdVolume[tm] != botVolume[bm] {
-			t.Errorf("pod.yaml: %s: tokend mounts %q (%s), the bot %q (%s); want the same volume at the same place", p, tm, tdVolume[tm], bm, botVolume[bm])
-		}
-		if !strings.Contains(script, p) {
-			t.Errorf("pod.yaml: the bot's script does not use %s", p)
-		}
-	}
+	w.checkBot("pod.yaml", strings.Join(append(bot.Command, bot.Args...), " "), tdMounts, botMounts, tdVolume, botVolume)
 
 	w.check()
 	w.serve(execProbes...)

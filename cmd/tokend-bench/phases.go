@@ -3,9 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"runtime"
@@ -17,6 +15,7 @@ import (
 
 	"github.com/tokend/tokend/internal/linefake"
 	"github.com/tokend/tokend/internal/oauth"
+	"github.com/tokend/tokend/internal/socket"
 )
 
 // runResult holds one run's figures.
@@ -300,32 +299,12 @@ func (s snapshot) changed(t snapshot) int {
 	return n
 }
 
-func unixClient(path string) *http.Client {
-	return &http.Client{
-		Transport: &http.Transport{
-			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-				var d net.Dialer
-				return d.DialContext(ctx, "unix", path)
-			},
-			MaxIdleConnsPerHost: 1,
-			DisableCompression:  true,
-		},
-		Timeout: 10 * time.Second,
-	}
-}
-
 // waitSocket returns how long after start the socket first served a token.
 func waitSocket(ctx context.Context, path string, start time.Time) time.Duration {
-	cl := unixClient(path)
-	defer cl.CloseIdleConnections()
+	cl := socket.NewClient(path)
 	for ctx.Err() == nil {
-		resp, err := cl.Get("http://tokend/v1/channels/b00000/token")
-		if err == nil {
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return time.Since(start)
-			}
+		if _, err := cl.Token(ctx, channelName(0)); err == nil {
+			return time.Since(start)
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
