@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"runtime/trace"
 	"strings"
 	"syscall"
 	"time"
@@ -65,6 +66,7 @@ func profiledDaemon(args []string) error {
 	profiles := fs.String("profiles", "", "comma-separated CPU profile files, switched on SIGUSR1")
 	heap := fs.String("heap", "", "heap profile written (after a GC) on SIGUSR2")
 	block := fs.String("block", "", "block and mutex profiles (FILE, FILE.mutex) written on the first SIGUSR1: where the cold start waited")
+	traceOut := fs.String("trace", "", "execution trace of the window after the last CPU profile, until the next SIGUSR1")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -115,6 +117,15 @@ func profiledDaemon(args []string) error {
 				runtime.SetBlockProfileRate(0)
 				runtime.SetMutexProfileFraction(0)
 			}
+			if i == len(files) && *traceOut != "" {
+				if f, err := os.Create(*traceOut); err == nil {
+					if trace.Start(f) == nil {
+						<-usr1
+						trace.Stop()
+					}
+					f.Close()
+				}
+			}
 			if i >= len(files) {
 				cur = nil
 				continue
@@ -157,8 +168,9 @@ func profileRun(ctx context.Context, e *env, o options, self string) error {
 		return err
 	}
 	coldProf, sockProf := filepath.Join(dir, "cold.pprof"), filepath.Join(dir, "socket.pprof")
+	reconProf := filepath.Join(dir, "reconcile.pprof")
 	heapProf, simProf := filepath.Join(dir, "heap.pprof"), filepath.Join(dir, "sim.pprof")
-	blockProf := filepath.Join(dir, "block.pprof")
+	blockProf, traceOut := filepath.Join(dir, "block.pprof"), filepath.Join(dir, "paced.trace")
 	// The simulator runs in this process: profile its side of the cold start.
 	sf, err := os.Create(simProf)
 	if err != nil {
@@ -169,7 +181,7 @@ func profileRun(ctx context.Context, e *env, o options, self string) error {
 		return err
 	}
 	c, err := startChild(in.dir, in.dir+"/profile.log", self, "-profiled-daemon", "-config", in.config,
-		"-profiles", coldProf+","+sockProf, "-heap", heapProf, "-block", blockProf)
+		"-profiles", coldProf+","+reconProf+","+sockProf, "-heap", heapProf, "-block", blockProf, "-trace", traceOut)
 	if err != nil {
 		return err
 	}
@@ -186,8 +198,11 @@ func profileRun(ctx context.Context, e *env, o options, self string) error {
 		time.Sleep(50 * time.Millisecond)
 	}
 	time.Sleep(500 * time.Millisecond)
+	_ = c.cmd.Process.Signal(syscall.SIGUSR1) // reconcile.pprof done: the start-up listings
 	lr := load(ctx, in.socket, o.clients, o.socketFor, in.n, true, 0)
-	_ = c.cmd.Process.Signal(syscall.SIGUSR1) // socket.pprof done
+	_ = c.cmd.Process.Signal(syscall.SIGUSR1) // socket.pprof done, paced.trace starts
+	paced := load(ctx, in.socket, o.clients, o.socketFor, in.n, true, o.pacedRate)
+	_ = c.cmd.Process.Signal(syscall.SIGUSR1) // paced.trace done
 	time.Sleep(200 * time.Millisecond)
 	_ = c.cmd.Process.Signal(syscall.SIGUSR2) // heap.pprof
 	time.Sleep(time.Second)
@@ -195,8 +210,9 @@ func profileRun(ctx context.Context, e *env, o options, self string) error {
 	if err := c.stop(); err != nil {
 		return err
 	}
-	fmt.Printf("# profile: cold start under CPU profile %s; socket %.0f req/s p99 %v; rss %s after the load\n", secs(d), lr.rps(), lr.p99, mib(rss))
-	for _, p := range []string{coldProf, simProf, sockProf, heapProf} {
+	fmt.Printf("# profile: cold start under CPU profile %s; socket %.0f req/s p99 %v; paced %.0f req/s p99 %v (execution trace: go tool trace %s); rss %s after the load\n",
+		secs(d), lr.rps(), lr.p99, paced.rps(), paced.p99, traceOut, mib(rss))
+	for _, p := range []string{coldProf, simProf, reconProf, sockProf, heapProf} {
 		args := []string{"tool", "pprof", "-top", "-nodecount", "35"}
 		if p == heapProf {
 			args = append(args, "-sample_index=inuse_space")

@@ -483,6 +483,24 @@ func (r *Rotator) Token(idOrName string) (output.Token, ChannelStatus, bool) {
 	return s.token, st, true
 }
 
+// TokenBody returns the current token of the channel named by ID or name
+// rendered in format (see output.Render), for the socket: found is false
+// for an unknown channel, and body is nil while the channel holds no valid
+// token. Bodies are rendered once per token and shared: callers must not
+// modify them. Errors are Render's, which never hold the token.
+func (r *Rotator) TokenBody(idOrName, format string) (body []byte, found bool, err error) {
+	c, ok := (*r.lookup.Load())[idOrName]
+	if !ok {
+		return nil, false, nil
+	}
+	s := c.snap.Load()
+	if s == nil || !s.valid(r.clock.Now()) {
+		return nil, true, nil
+	}
+	body, err = s.body(format)
+	return body, true, err
+}
+
 // Status returns every channel's status, sorted by label; never a token.
 func (r *Rotator) Status() []ChannelStatus {
 	m := *r.lookup.Load()

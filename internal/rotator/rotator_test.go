@@ -13,6 +13,7 @@ import (
 
 	"github.com/tokend/tokend/internal/linefake"
 	"github.com/tokend/tokend/internal/oauth"
+	"github.com/tokend/tokend/internal/output"
 	"github.com/tokend/tokend/internal/store"
 )
 
@@ -543,5 +544,52 @@ func TestColdStartIssuesBeforeListing(t *testing.T) {
 	// issue; listing first (the old order) puts nearly all of them there.
 	if early > n/4 {
 		t.Errorf("%d of %d key-ID listings came before the last channel's issue; want issues first", early, n)
+	}
+}
+
+// TokenBody serves what Render makes of the current token, renders it
+// once per token, follows rotations, and serves nothing once it expired.
+func TestTokenBodyFollowsTheToken(t *testing.T) {
+	h := newHarness(t, 1, nil)
+	h.start()
+	ch := h.chans[0]
+	check := func() []byte {
+		t.Helper()
+		tok, _, _ := h.rot.Token(ch.ID)
+		for _, format := range []string{output.FormatJSON, output.FormatRaw, output.FormatEnv} {
+			want, err := output.Render(format, tok)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, key := range []string{ch.ID, ch.Name} {
+				got, found, err := h.rot.TokenBody(key, format)
+				if !found || err != nil || string(got) != string(want) {
+					t.Fatalf("TokenBody(%s, %s): found %v, err %v, body differs from Render: %v", key, format, found, err, string(got) != string(want))
+				}
+			}
+		}
+		a, _, _ := h.rot.TokenBody(ch.ID, output.FormatJSON)
+		b, _, _ := h.rot.TokenBody(ch.Name, output.FormatJSON)
+		if &a[0] != &b[0] {
+			t.Fatal("the JSON body was rendered again for the same token")
+		}
+		return a
+	}
+	first := string(check())
+	h.advance(25*24*time.Hour, nil) // past the rotation window
+	if second := string(check()); second == first {
+		t.Fatal("the body did not follow the rotation")
+	}
+	if body, found, err := h.rot.TokenBody("no-such-bot", output.FormatJSON); found || body != nil || err != nil {
+		t.Fatalf("unknown channel: found %v, body %v, err %v", found, body != nil, err)
+	}
+	tok, _, _ := h.rot.Token(ch.ID)
+	if _, _, err := h.rot.TokenBody(ch.ID, "yaml"); err == nil || strings.Contains(err.Error(), tok.AccessToken) {
+		t.Fatalf("unknown format: %v", err)
+	}
+	h.stop()
+	h.clock.Advance(31 * 24 * time.Hour) // nothing rotates it now
+	if body, found, err := h.rot.TokenBody(ch.ID, output.FormatJSON); !found || body != nil || err != nil {
+		t.Fatalf("expired token: found %v, body %v, err %v", found, body != nil, err)
 	}
 }

@@ -21,25 +21,33 @@ import (
 const benchChannels = 10000
 
 // benchSource is a read-only Source of benchChannels channels, looked up
-// in a map without locking, as the rotator's Token does.
-type benchSource struct{ m map[string]output.Token }
+// in a map without locking, each token's JSON rendered once, as the
+// rotator's TokenBody does.
+type benchSource struct{ m map[string][]byte }
 
 func newBenchSource() *benchSource {
-	s := &benchSource{m: make(map[string]output.Token, 2*benchChannels)}
+	s := &benchSource{m: make(map[string][]byte, 2*benchChannels)}
 	for i := range benchChannels {
 		tok := output.Token{
 			ChannelID: fmt.Sprintf("1%09d", i), Name: fmt.Sprintf("b%05d", i),
 			AccessToken: strings.Repeat("x", 170), TokenType: "Bearer",
 			KeyID: "536e453c-aa93-4449-8e90-add2608783c6", IssuedAt: issued, ExpiresAt: expires,
 		}
-		s.m[tok.ChannelID], s.m[tok.Name] = tok, tok
+		b, err := output.Render(output.FormatJSON, tok)
+		if err != nil {
+			panic(err)
+		}
+		s.m[tok.ChannelID], s.m[tok.Name] = b, b
 	}
 	return s
 }
 
-func (s *benchSource) Token(idOrName string) (output.Token, rotator.ChannelStatus, bool) {
-	tok, ok := s.m[idOrName]
-	return tok, rotator.ChannelStatus{ID: tok.ChannelID, Name: tok.Name, Valid: ok}, ok
+func (s *benchSource) TokenBody(idOrName, format string) ([]byte, bool, error) {
+	if format != output.FormatJSON {
+		return nil, false, fmt.Errorf("benchSource serves json only, not %q", format)
+	}
+	b, ok := s.m[idOrName]
+	return b, ok, nil
 }
 
 func (s *benchSource) Status() []rotator.ChannelStatus { return nil }

@@ -25,6 +25,7 @@ import (
 	"fmt"
 	"mime"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"unicode/utf8"
@@ -37,10 +38,12 @@ import (
 
 // Source is what the socket serves; *rotator.Rotator is one.
 type Source interface {
-	// Token returns the channel's current token and status; ok is false
-	// for an unknown channel, and the token's AccessToken is "" while
-	// the channel holds no valid token.
-	Token(idOrName string) (tok output.Token, st rotator.ChannelStatus, ok bool)
+	// TokenBody returns the channel's current token rendered in format
+	// (output.Render); found is false for an unknown channel, and body is
+	// nil while the channel holds no valid token. The handler only reads
+	// body, so a Source may share it between requests. An error must not
+	// hold the token (Render's never do).
+	TokenBody(idOrName, format string) (body []byte, found bool, err error)
 	// Status returns the status of every channel.
 	Status() []rotator.ChannelStatus
 	// Ready reports whether every channel holds a valid token.
@@ -65,10 +68,34 @@ func NewHandler(src Source, o HandlerOptions) http.Handler {
 		h.log = zap.NewNop()
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("/v1/channels/{channel}/token", get(h.token))
+	mux.HandleFunc("/v1/channels/{channel}/token", get(func(w http.ResponseWriter, r *http.Request) {
+		h.token(w, r, r.PathValue("channel"))
+	}))
 	mux.HandleFunc("/v1/channels", get(h.channels))
 	h.public(mux)
-	return h.authorize(mux)
+	return h.authorize(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if name, ok := tokenPath(r.URL); ok && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+			h.token(w, r, name) // the hot path, without the mux's matching
+			return
+		}
+		mux.ServeHTTP(w, r)
+	}))
+}
+
+// tokenPath returns {channel} when u is plainly /v1/channels/{channel}/token:
+// no escapes and nothing the mux would clean or redirect. Anything else
+// goes through the mux, which decides the same way for plain paths.
+func tokenPath(u *url.URL) (name string, ok bool) {
+	const prefix, suffix = "/v1/channels/", "/token"
+	p := u.Path
+	if u.RawPath != "" || len(p) <= len(prefix)+len(suffix) || !strings.HasPrefix(p, prefix) || !strings.HasSuffix(p, suffix) {
+		return "", false
+	}
+	name = p[len(prefix) : len(p)-len(suffix)]
+	if name == "." || name == ".." || strings.IndexByte(name, '/') >= 0 {
+		return "", false
+	}
+	return name, true
 }
 
 // NewMetricsHandler returns the handler for metrics_listen (TCP): only
@@ -155,25 +182,22 @@ func get(f http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
-// token serves GET /v1/channels/{channel}/token.
-func (h *handler) token(w http.ResponseWriter, r *http.Request) {
-	name := r.PathValue("channel")
+// token serves GET /v1/channels/{name}/token.
+func (h *handler) token(w http.ResponseWriter, r *http.Request, name string) {
 	format, err := tokenFormat(r)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	tok, st, ok := h.src.Token(name)
-	if !ok {
+	body, found, err := h.src.TokenBody(name, format)
+	switch {
+	case !found:
 		writeError(w, http.StatusNotFound, fmt.Sprintf("unknown channel %q", clip(name)))
 		return
-	}
-	if tok.AccessToken == "" || !st.Valid {
+	case err == nil && body == nil:
 		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("channel %q has no valid token yet", clip(name)))
 		return
-	}
-	body, err := output.Render(format, tok)
-	if err != nil { // Render's errors never hold the token
+	case err != nil: // TokenBody's errors never hold the token
 		h.log.Error("cannot render token", zap.String("channel", clip(name)), zap.Error(err))
 		writeError(w, http.StatusInternalServerError, fmt.Sprintf("channel %q: token cannot be rendered", clip(name)))
 		return

@@ -266,7 +266,47 @@ func FuzzTokenRoute(f *testing.F) {
 		default:
 			t.Fatalf("status %d for %q", rec.Code, segment)
 		}
+		// The hot path's own match must agree with the mux it bypasses.
+		if name, ok := tokenPath(req.URL); ok {
+			if got, routed := muxChannel(req); !routed || got != name {
+				t.Fatalf("tokenPath(%q) = %q; the mux routes it to the token route %v with %q", req.URL.Path, name, routed, got)
+			}
+		}
 	})
+}
+
+// muxChannel routes r through a ServeMux holding the token pattern and
+// returns the {channel} it matched, if it routed r there.
+func muxChannel(r *http.Request) (channel string, routed bool) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/v1/channels/{channel}/token", func(_ http.ResponseWriter, r *http.Request) {
+		channel, routed = r.PathValue("channel"), true
+	})
+	mux.HandleFunc("/", func(http.ResponseWriter, *http.Request) {})
+	mux.ServeHTTP(httptest.NewRecorder(), r.Clone(r.Context()))
+	return channel, routed
+}
+
+func TestTokenPathAgreesWithMux(t *testing.T) {
+	for _, target := range []string{
+		"/v1/channels/shop-bot/token", "/v1/channels/1657000000/token", "/v1/channels/token",
+		"/v1/channels//token", "/v1/channels/./token", "/v1/channels/../token", "/v1/channels/a/b/token",
+		"/v1/channels/a%2Fb/token", "/v1/channels/%2e%2e/token", "/v1/channels/x/tokens", "/v2/channels/x/token",
+		"/v1/channels/ñ/token", "/v1/channels/a%20b/token",
+	} {
+		req := httptest.NewRequest("GET", target, nil)
+		name, ok := tokenPath(req.URL)
+		got, routed := muxChannel(req)
+		if ok && (!routed || got != name) {
+			t.Errorf("%s: tokenPath %q; mux %v %q", target, name, routed, got)
+		}
+	}
+	// The paths the bots use take the hot path.
+	for _, target := range []string{"/v1/channels/shop-bot/token", "/v1/channels/1657000000/token?format=raw"} {
+		if _, ok := tokenPath(httptest.NewRequest("GET", target, nil).URL); !ok {
+			t.Errorf("%s: not on the hot path", target)
+		}
+	}
 }
 
 func TestPeerCredentials(t *testing.T) {
@@ -381,8 +421,9 @@ func TestHandlerOutsideServe(t *testing.T) {
 // unrenderable holds a token output.Render refuses.
 type unrenderable struct{ fakeSource }
 
-func (u *unrenderable) Token(string) (output.Token, rotator.ChannelStatus, bool) {
-	return output.Token{ChannelID: "1", AccessToken: "bad token\n"}, rotator.ChannelStatus{ID: "1", Valid: true}, true
+func (u *unrenderable) TokenBody(_, format string) ([]byte, bool, error) {
+	b, err := output.Render(format, output.Token{ChannelID: "1", AccessToken: "bad token\n"})
+	return b, true, err
 }
 
 func TestTokenUnrenderable(t *testing.T) {

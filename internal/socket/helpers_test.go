@@ -53,15 +53,20 @@ func newFakeSource() *fakeSource {
 	}
 }
 
-func (f *fakeSource) Token(idOrName string) (output.Token, rotator.ChannelStatus, bool) {
+func (f *fakeSource) TokenBody(idOrName, format string) ([]byte, bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for _, st := range f.status {
 		if st.ID == idOrName || (st.Name != "" && st.Name == idOrName) {
-			return f.tokens[st.ID], st, true
+			tok := f.tokens[st.ID]
+			if tok.AccessToken == "" || !st.Valid {
+				return nil, true, nil
+			}
+			b, err := output.Render(format, tok)
+			return b, true, err
 		}
 	}
-	return output.Token{}, rotator.ChannelStatus{}, false
+	return nil, false, nil
 }
 
 func (f *fakeSource) Status() []rotator.ChannelStatus {
