@@ -212,6 +212,11 @@ func profileRun(ctx context.Context, e *env, o options, self string) error {
 	}
 	fmt.Printf("# profile: cold start under CPU profile %s; socket %.0f req/s p99 %v; paced %.0f req/s p99 %v (execution trace: go tool trace %s); rss %s after the load\n",
 		secs(d), lr.rps(), lr.p99, paced.rps(), paced.p99, traceOut, mib(rss))
+	if sum, err := gcSummary(traceOut); err != nil {
+		fmt.Println("# paced.trace:", err)
+	} else {
+		fmt.Println("# paced.trace:", sum)
+	}
 	for _, p := range []string{coldProf, simProf, reconProf, sockProf, heapProf} {
 		args := []string{"tool", "pprof", "-top", "-nodecount", "35"}
 		if p == heapProf {

@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"os"
 	"runtime"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -42,6 +41,7 @@ type loadResult struct {
 	reqs, errs int
 	dur        time.Duration
 	p50, p99   time.Duration
+	lats       []time.Duration // every answer's latency
 }
 
 func (l loadResult) rps() float64 { return float64(l.reqs) / l.dur.Seconds() }
@@ -157,10 +157,8 @@ func oneRun(ctx context.Context, e *env, o options, self string, idx int) (runRe
 	}
 	r.warmRewrites = before.changed(after)
 
-	// 4. Socket reads: tokend, then a bare server, same load generator:
+	// 4. Socket reads: tokend and a bare server, same load generator:
 	// saturated (throughput), then paced at -paced-rate (latency).
-	r.sockTokend = load(ctx, in.socket, o.clients, o.socketFor, in.n, true, 0)
-	r.pacedTokend = load(ctx, in.socket, o.clients, o.socketFor, in.n, true, o.pacedRate)
 	bareSock := in.dir + "/bare.sock"
 	bc, err := startChild(in.dir, in.dir+"/bare.log", self, "-bare-socket", bareSock)
 	if err != nil {
@@ -170,8 +168,8 @@ func oneRun(ctx context.Context, e *env, o options, self string, idx int) (runRe
 		bc.stop()
 		return r, err
 	}
-	r.sockBare = load(ctx, bareSock, o.clients, o.socketFor, in.n, false, 0)
-	r.pacedBare = load(ctx, bareSock, o.clients, o.socketFor, in.n, false, o.pacedRate)
+	r.sockTokend, r.sockBare = alternate(ctx, in.socket, bareSock, o, in.n, 0)
+	r.pacedTokend, r.pacedBare = alternate(ctx, in.socket, bareSock, o, in.n, o.pacedRate)
 	if err := bc.stop(); err != nil {
 		return r, err
 	}
@@ -311,6 +309,31 @@ func waitSocket(ctx context.Context, path string, start time.Time) time.Duration
 	return 0
 }
 
+// loadTurns is how many turns alternate gives each server.
+const loadTurns = 5
+
+// alternate loads tokend's socket and the bare server's in turns,
+// loadTurns of -socket-duration/loadTurns each, so that a slowdown of the
+// shared machine (a neighbour, a CPU frequency change) falls on both.
+func alternate(ctx context.Context, tokendSock, bareSock string, o options, n int, rate float64) (tokend, bare loadResult) {
+	turn := o.socketFor / loadTurns
+	for range loadTurns {
+		tokend = tokend.merge(load(ctx, tokendSock, o.clients, turn, n, true, rate))
+		bare = bare.merge(load(ctx, bareSock, o.clients, turn, n, false, rate))
+	}
+	return tokend, bare
+}
+
+// merge adds b's requests to l's.
+func (l loadResult) merge(b loadResult) loadResult {
+	l.reqs += b.reqs
+	l.errs += b.errs
+	l.dur += b.dur
+	l.lats = append(l.lats, b.lats...)
+	l.p50, l.p99 = percentile(l.lats, 50), percentile(l.lats, 99)
+	return l
+}
+
 // load runs clients keep-alive clients, each fetching random channels'
 // tokens as JSON over the Unix socket for d. rate 0: each client sends its
 // next request as soon as it has the answer (saturation: throughput, and a
@@ -369,17 +392,12 @@ func load(ctx context.Context, sock string, clients int, d time.Duration, n int,
 	}
 	wg.Wait()
 	res := loadResult{dur: time.Since(start)}
-	var all []time.Duration
 	for g := range clients {
-		all = append(all, lats[g]...)
+		res.lats = append(res.lats, lats[g]...)
 		res.errs += errs[g]
 	}
-	res.reqs = len(all)
-	slices.Sort(all)
-	if len(all) > 0 {
-		res.p50 = all[len(all)/2]
-		res.p99 = all[len(all)*99/100]
-	}
+	res.reqs = len(res.lats)
+	res.p50, res.p99 = percentile(res.lats, 50), percentile(res.lats, 99)
 	return res
 }
 
