@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -318,20 +319,34 @@ const loadTurns = 5
 func alternate(ctx context.Context, tokendSock, bareSock string, o options, n int, rate float64) (tokend, bare loadResult) {
 	turn := o.socketFor / loadTurns
 	for range loadTurns {
-		tokend = tokend.merge(load(ctx, tokendSock, o.clients, turn, n, true, rate))
-		bare = bare.merge(load(ctx, bareSock, o.clients, turn, n, false, rate))
+		tokend = tokend.add(load(ctx, tokendSock, o.clients, turn, n, true, rate))
+		bare = bare.add(load(ctx, bareSock, o.clients, turn, n, false, rate))
 	}
-	return tokend, bare
+	return tokend.withPercentiles(), bare.withPercentiles()
 }
 
-// merge adds b's requests to l's.
-func (l loadResult) merge(b loadResult) loadResult {
+// add adds b's requests to l's; percentiles are left to withPercentiles.
+func (l loadResult) add(b loadResult) loadResult {
 	l.reqs += b.reqs
 	l.errs += b.errs
 	l.dur += b.dur
 	l.lats = append(l.lats, b.lats...)
+	return l
+}
+
+// withPercentiles sets p50 and p99 from every latency.
+func (l loadResult) withPercentiles() loadResult {
 	l.p50, l.p99 = percentile(l.lats, 50), percentile(l.lats, 99)
 	return l
+}
+
+// percentile sorts d and returns its pth percentile (0 for none).
+func percentile(d []time.Duration, p int) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	slices.Sort(d)
+	return d[len(d)*p/100]
 }
 
 // load runs clients keep-alive clients, each fetching random channels'
@@ -397,8 +412,7 @@ func load(ctx context.Context, sock string, clients int, d time.Duration, n int,
 		res.errs += errs[g]
 	}
 	res.reqs = len(res.lats)
-	res.p50, res.p99 = percentile(res.lats, 50), percentile(res.lats, 99)
-	return res
+	return res.withPercentiles()
 }
 
 // storm issues every channel a 2-minute token that falls due -storm-lead

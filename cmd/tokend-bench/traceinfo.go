@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"slices"
 	"strings"
 	"time"
 
@@ -121,13 +120,4 @@ func gcSummary(path string) (string, error) {
 	return fmt.Sprintf("%d GC mark phases, %v in all (%.1f%% of the first %v); wait to run: p99 %v inside them (%d waits), %v outside (%d); longest unbroken mark-worker run %v",
 		len(marks), markTime.Round(time.Millisecond), 100*float64(markTime)/float64(window), window.Round(time.Second),
 		percentile(in, 99).Round(time.Microsecond), len(in), percentile(out, 99).Round(time.Microsecond), len(out), longest.Round(10*time.Microsecond)), nil
-}
-
-// percentile sorts d and returns its pth percentile (0 for none).
-func percentile(d []time.Duration, p int) time.Duration {
-	if len(d) == 0 {
-		return 0
-	}
-	slices.Sort(d)
-	return d[len(d)*p/100]
 }
