@@ -22,6 +22,8 @@ import (
 // matter) and, when tokend runs as root, the old file's owner and group; it
 // is fsynced, renamed over path, and the directory is fsynced. changed is
 // true once the rename has happened, even if the directory fsync then fails.
+// Concurrent writes into one directory queue for their create and rename
+// calls and share directory fsyncs (see dirState).
 //
 // A target that exists but is not a regular file (a directory, a socket, a
 // symlink to anything but a regular file) is refused. A symlink to a
@@ -61,7 +63,10 @@ func WriteFile(path string, data []byte, mode os.FileMode) (changed bool, err er
 		}
 	}
 
+	d := dirOf(dir)
+	d.entries.Lock()
 	f, err := createTemp(dir, "."+base+".tmp-*")
+	d.entries.Unlock()
 	if err != nil {
 		return false, fmt.Errorf("output: write %s: create temp file: %w", path, err)
 	}
@@ -94,10 +99,13 @@ func WriteFile(path string, data []byte, mode os.FileMode) (changed bool, err er
 	if err := f.Close(); err != nil {
 		return false, fmt.Errorf("output: write %s: %w", path, err)
 	}
-	if err := rename(tmp, path); err != nil {
+	d.entries.Lock()
+	err = rename(tmp, path)
+	d.entries.Unlock()
+	if err != nil {
 		return false, fmt.Errorf("output: write %s: %w", path, err)
 	}
-	if err := syncDir(dir); err != nil {
+	if err := d.sync(dir); err != nil {
 		return true, fmt.Errorf("output: write %s: sync directory: %w", path, err)
 	}
 	return true, nil

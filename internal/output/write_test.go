@@ -447,6 +447,37 @@ func BenchmarkWriteFile(b *testing.B) {
 	}
 }
 
+// BenchmarkWriteFileOneDir is many channels publishing at once into one
+// directory (a cold start, a rotation storm): 8 writers per CPU, each
+// rewriting its own file. sys-ns/op is the kernel CPU time per write, where
+// contention on the directory shows.
+func BenchmarkWriteFileOneDir(b *testing.B) {
+	dir := b.TempDir()
+	data := [][]byte{[]byte(strings.Repeat("a", 170)), []byte(strings.Repeat("b", 170))}
+	var next atomic.Int64
+	b.SetParallelism(8)
+	b.ReportAllocs()
+	sys0 := sysTime(b)
+	b.RunParallel(func(pb *testing.PB) {
+		path := filepath.Join(dir, fmt.Sprintf("tok%03d", next.Add(1)))
+		for i := 0; pb.Next(); i++ {
+			if _, err := WriteFile(path, data[i%2], 0o600); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(sysTime(b)-sys0)/float64(b.N), "sys-ns/op")
+}
+
+func sysTime(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Stime.Nano())
+}
+
 func BenchmarkWriteFileUnchanged(b *testing.B) {
 	path := filepath.Join(b.TempDir(), "tok")
 	data := []byte(strings.Repeat("a", 170))

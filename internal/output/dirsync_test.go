@@ -1,0 +1,116 @@
+package output
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestWritesShareDirectorySyncs writes many files into one directory at
+// once while the first directory fsync is held until every rename has
+// happened. Each write must return only after an fsync that began after
+// its own rename, and the writes must share fsyncs: at most three rounds
+// (the held one, the one everyone joined, one for a straggler), not one
+// per write. Not parallel: it swaps package hooks.
+func TestWritesShareDirectorySyncs(t *testing.T) {
+	realRename, realSyncDir := rename, syncDir
+	t.Cleanup(func() { rename, syncDir = realRename, realSyncDir })
+	const n = 32
+	var (
+		mu       sync.Mutex
+		renamed  = map[string]bool{} // paths renamed into place
+		covered  = map[string]bool{} // paths renamed before a finished fsync began
+		syncs    int
+		allMoved = make(chan struct{})
+	)
+	rename = func(from, to string) error {
+		err := realRename(from, to)
+		mu.Lock()
+		renamed[to] = true
+		if len(renamed) == n {
+			close(allMoved)
+		}
+		mu.Unlock()
+		return err
+	}
+	syncDir = func(dir string) error {
+		mu.Lock()
+		syncs++
+		first := syncs == 1
+		before := make([]string, 0, len(renamed))
+		for p := range renamed {
+			before = append(before, p)
+		}
+		mu.Unlock()
+		if first {
+			select {
+			case <-allMoved:
+			case <-time.After(10 * time.Second):
+				t.Error("the writers never all renamed while the first fsync ran")
+			}
+		}
+		err := realSyncDir(dir)
+		mu.Lock()
+		for _, p := range before {
+			covered[p] = true
+		}
+		mu.Unlock()
+		return err
+	}
+
+	dir := t.TempDir()
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Go(func() {
+			path := filepath.Join(dir, fmt.Sprintf("tok%02d", i))
+			if _, err := WriteFile(path, []byte("token"), 0o600); err != nil {
+				errs <- err
+				return
+			}
+			mu.Lock()
+			ok := covered[path]
+			mu.Unlock()
+			if !ok {
+				errs <- fmt.Errorf("%s: WriteFile returned before a directory fsync that began after its rename", path)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if syncs > 3 {
+		t.Errorf("%d writes made %d directory fsyncs; want them shared (at most 3)", n, syncs)
+	}
+}
+
+// TestSharedDirectorySyncError: every writer whose round fails gets the
+// error, with its rename done; the next round starts afresh.
+func TestSharedDirectorySyncError(t *testing.T) {
+	realSyncDir := syncDir
+	t.Cleanup(func() { syncDir = realSyncDir })
+	fail := true
+	syncDir = func(dir string) error {
+		if fail {
+			return errInjected
+		}
+		return realSyncDir(dir)
+	}
+	dir := t.TempDir()
+	path := filepath.Join(dir, "tok")
+	changed, err := WriteFile(path, []byte("one"), 0o600)
+	if !changed || !errors.Is(err, errInjected) || !strings.Contains(err.Error(), "sync directory") {
+		t.Fatalf("changed %v, err %v; want true and the injected sync error", changed, err)
+	}
+	fail = false
+	if changed, err := WriteFile(path, []byte("two"), 0o600); !changed || err != nil {
+		t.Fatalf("after the failure: changed %v, err %v", changed, err)
+	}
+	checkFile(t, path, "two", 0o600)
+}
