@@ -106,13 +106,10 @@ func (s *Server) verifyAssertion(assertion string) (string, jwt.MapClaims, *resp
 	var pub *rsa.PublicKey
 	issMatchesKey := false
 	s.mu.Lock()
-	for _, k := range s.keys[kid] {
-		if pub == nil {
-			pub = k.pub
-		}
-		if k.channelID == iss {
-			pub, issMatchesKey = k.pub, true
-			break
+	if ks := s.keys[kid]; ks != nil {
+		pub = ks.byChannel[ks.first]
+		if p, ok := ks.byChannel[iss]; ok {
+			pub, issMatchesKey = p, true
 		}
 	}
 	s.mu.Unlock()

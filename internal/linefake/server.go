@@ -78,8 +78,8 @@ type Server struct {
 
 	mu       sync.Mutex
 	channels map[string]*channel
-	keys     map[string][]registeredKey // kid -> keys, in registration order
-	byToken  map[string]*token          // v2.1 and short-lived tokens by access token
+	keys     map[string]*kidKeys // by kid
+	byToken  map[string]*token   // v2.1 and short-lived tokens by access token
 	seq      uint64
 
 	faultMu sync.Mutex
@@ -93,9 +93,11 @@ type Server struct {
 	maxInFlight atomic.Int64
 }
 
-type registeredKey struct {
-	channelID string
-	pub       *rsa.PublicKey
+// kidKeys are the public keys registered under one kid, by channel
+// (a map: benchmarks register one kid for thousands of channels).
+type kidKeys struct {
+	first     string // the channel registered earliest
+	byChannel map[string]*rsa.PublicKey
 }
 
 type channel struct {
@@ -126,7 +128,7 @@ func New(o Options) *Server {
 		hmacKey:  key,
 		routes:   routes(),
 		channels: make(map[string]*channel),
-		keys:     make(map[string][]registeredKey),
+		keys:     make(map[string]*kidKeys),
 		byToken:  make(map[string]*token),
 		faults:   make(map[string]*Fault),
 		counts:   make(map[string]int),
@@ -165,13 +167,11 @@ func (s *Server) RegisterKey(channelID, kid string, pub *rsa.PublicKey) {
 	defer s.mu.Unlock()
 	s.channelLocked(channelID)
 	ks := s.keys[kid]
-	for i := range ks {
-		if ks[i].channelID == channelID {
-			ks[i].pub = pub
-			return
-		}
+	if ks == nil {
+		ks = &kidKeys{first: channelID, byChannel: make(map[string]*rsa.PublicKey)}
+		s.keys[kid] = ks
 	}
-	s.keys[kid] = append(ks, registeredKey{channelID: channelID, pub: pub})
+	ks.byChannel[channelID] = pub
 }
 
 func (s *Server) channelLocked(id string) *channel {
