@@ -79,12 +79,13 @@ type Options struct {
 	StopTimeout time.Duration
 	Rand        func() float64 // [0,1) for retry jitter; nil: math/rand/v2
 
-	// AfterBurst, if set, is called (in its own goroutine) when the last
-	// step of a burst finishes: BurstSteps or more steps were in progress
-	// at once (a start, a reload, a rotation storm) and now none is. The
-	// daemon returns the memory the burst used to the OS there. BurstSteps
-	// 0: 256.
-	AfterBurst func()
+	// Burst, if set, is called with true when a burst begins (BurstSteps
+	// or more steps in progress at once: a start, a reload, a rotation
+	// storm) and with false when its last step has finished. Calls
+	// alternate, one at a time, from step goroutines: Burst must be quick.
+	// The daemon adds Ps for the burst and returns its memory to the OS
+	// after it. BurstSteps 0: 256.
+	Burst      func(on bool)
 	BurstSteps int
 }
 
@@ -112,7 +113,8 @@ type Rotator struct {
 	readyC     chan struct{}
 
 	running atomic.Int64 // steps in progress (for tests waiting on a fake clock)
-	burst   atomic.Bool  // running reached BurstSteps since it was last 0
+	burstMu sync.Mutex   // serialises setBurst
+	burst   bool         // Burst(true) was the last call
 	hooksWG sync.WaitGroup
 }
 
@@ -352,21 +354,37 @@ func (r *Rotator) arm(c *channel, at time.Time) {
 	}
 }
 
-// runStep is the job of one channel: one step, then re-arm for the next.
-func (r *Rotator) burstSteps() int {
+func (r *Rotator) burstSteps() int64 {
 	if r.o.BurstSteps > 0 {
-		return r.o.BurstSteps
+		return int64(r.o.BurstSteps)
 	}
 	return 256
 }
 
+// setBurst calls Burst(on) if that changes the state and the number of
+// steps in progress still agrees: a step that starts or ends between a
+// count and this call cannot leave the state stale.
+func (r *Rotator) setBurst(on bool) {
+	r.burstMu.Lock()
+	defer r.burstMu.Unlock()
+	n := r.running.Load()
+	if r.burst == on || (on && n < r.burstSteps()) || (!on && n != 0) {
+		return
+	}
+	r.burst = on
+	if r.o.Burst != nil {
+		r.o.Burst(on)
+	}
+}
+
+// runStep is the job of one channel: one step, then re-arm for the next.
 func (r *Rotator) runStep(c *channel) {
-	if r.running.Add(1) >= int64(r.burstSteps()) {
-		r.burst.Store(true)
+	if r.running.Add(1) == r.burstSteps() {
+		r.setBurst(true)
 	}
 	defer func() {
-		if r.running.Add(-1) == 0 && r.burst.Swap(false) && r.o.AfterBurst != nil {
-			go r.o.AfterBurst()
+		if r.running.Add(-1) == 0 {
+			r.setBurst(false)
 		}
 	}()
 	r.mu.Lock()

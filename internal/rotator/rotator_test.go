@@ -7,7 +7,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -466,28 +465,33 @@ func TestStartSignsOneAssertionPerChannel(t *testing.T) {
 	}
 }
 
-// TestAfterBurst: once many steps were in progress at once (a start with
-// many channels) and all have finished, AfterBurst runs; a quiet start
-// (fewer steps than BurstSteps) does not call it.
-func TestAfterBurst(t *testing.T) {
+// TestBurst: many steps in progress at once (a start with many channels)
+// make one Burst(true), and one Burst(false) once all have finished; a
+// quiet start (fewer steps than BurstSteps) makes no call.
+func TestBurst(t *testing.T) {
 	for _, tt := range []struct {
 		burstSteps int
-		want       bool
-	}{{3, true}, {100, false}} {
+		want       []bool
+	}{{3, []bool{true, false}}, {100, nil}} {
 		h := newHarness(t, 8, nil)
-		var calls atomic.Int32
+		var (
+			mu    sync.Mutex
+			calls []bool
+		)
 		h.opts.MaxInFlight = 1 // the 8 first steps queue for one LINE slot
 		h.opts.BurstSteps = tt.burstSteps
-		h.opts.AfterBurst = func() { calls.Add(1) }
-		h.start()
-		deadline := time.Now().Add(5 * time.Second)
-		for calls.Load() == 0 && tt.want && time.Now().Before(deadline) {
-			time.Sleep(time.Millisecond)
+		h.opts.Burst = func(on bool) {
+			mu.Lock()
+			calls = append(calls, on)
+			mu.Unlock()
 		}
-		if got := calls.Load() > 0; got != tt.want {
-			t.Errorf("BurstSteps %d: AfterBurst called %d times; want called: %v", tt.burstSteps, calls.Load(), tt.want)
-		}
+		h.start() // returns once every first step has finished
 		h.stop()
+		mu.Lock()
+		if !slices.Equal(calls, tt.want) {
+			t.Errorf("BurstSteps %d: Burst calls %v; want %v", tt.burstSteps, calls, tt.want)
+		}
+		mu.Unlock()
 	}
 }
 
