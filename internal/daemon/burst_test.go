@@ -11,7 +11,8 @@ import (
 // the environment, the operator's value stays throughout. Not parallel:
 // GOMAXPROCS is the process's.
 func TestBurstProcs(t *testing.T) {
-	t.Cleanup(func() { runtime.GOMAXPROCS(0) })
+	orig := runtime.GOMAXPROCS(0)
+	t.Cleanup(func() { runtime.GOMAXPROCS(orig) })
 	// Unset first; t.Setenv restores whatever the environment had.
 	t.Setenv("GOMAXPROCS", "")
 	os.Unsetenv("GOMAXPROCS")
