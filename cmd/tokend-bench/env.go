@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/tokend/tokend/internal/linefake"
@@ -28,7 +29,8 @@ type env struct {
 	keyPath  string
 	key      *rsa.PrivateKey
 	channels int
-	made     int // instances made so far
+	made     int    // instances made so far
+	outRoot  string // where instances' outputs go; "": in the instance
 }
 
 func newEnv(root string, n int) (*env, error) {
@@ -41,6 +43,27 @@ func newEnv(root string, n int) (*env, error) {
 		return nil, err
 	}
 	return &env{root: root, keyPath: keyPath, key: key, channels: n}, nil
+}
+
+// fsType names the file system holding path, for the bench's header.
+func fsType(path string) string {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(path, &st); err != nil {
+		return "unknown"
+	}
+	switch st.Type {
+	case 0x01021994:
+		return "tmpfs"
+	case 0xEF53:
+		return "ext2/3/4"
+	case 0x9123683E:
+		return "btrfs"
+	case 0x58465342:
+		return "xfs"
+	case 0x794c7630:
+		return "overlayfs"
+	}
+	return fmt.Sprintf("type %#x", st.Type)
 }
 
 func channelID(i int) string   { return fmt.Sprintf("1%09d", i) }
@@ -99,12 +122,18 @@ func (in *instance) outPath(i int) string {
 func (e *env) newInstance(name, baseURL, level string, maxInFlight int, lt lifetimes) (*instance, error) {
 	e.made++
 	dir := filepath.Join(e.root, fmt.Sprintf("%s%d", name, e.made))
+	out := filepath.Join(dir, "out")
+	if e.outRoot != "" {
+		out = filepath.Join(e.outRoot, fmt.Sprintf("%s%d", name, e.made))
+	}
 	in := &instance{
 		dir: dir, config: filepath.Join(dir, "config.yaml"), state: filepath.Join(dir, "state"),
-		out: filepath.Join(dir, "out"), socket: filepath.Join(dir, "s.sock"), n: e.channels,
+		out: out, socket: filepath.Join(dir, "s.sock"), n: e.channels,
 	}
-	if err := os.MkdirAll(in.out, 0o700); err != nil {
-		return nil, err
+	for _, d := range []string{dir, in.out} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, err
+		}
 	}
 	f, err := os.OpenFile(in.config, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
 	if err != nil {

@@ -46,6 +46,7 @@ type options struct {
 	profileDir   string
 	tokendBin    string
 	keep         bool
+	outputs      string
 	stormTimeout time.Duration
 	stormLead    time.Duration
 }
@@ -84,6 +85,7 @@ func main() {
 	flag.StringVar(&o.profileDir, "profile", "", "also profile a cold start and a socket load; CPU profiles and pprof -top go to this directory")
 	flag.StringVar(&o.tokendBin, "tokend", "", "tokend binary (default: go build ./cmd/tokend into a temp dir)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temp directory")
+	flag.StringVar(&o.outputs, "outputs", "/dev/shm", "directory for the token files, as in the documented deployments (systemd: /run/tokend/tokens, compose: a tmpfs volume); \"\": in the temp directory, with the store")
 	flag.Parse()
 	if o.channels < 1 || o.runs < 1 || o.clients < 1 || o.pacedRate <= 0 || o.stormLead < time.Second || o.stormLead > time.Minute {
 		fmt.Fprintln(os.Stderr, "tokend-bench: -channels, -runs, -clients and -paced-rate must be positive, -storm-lead from 1s to 1m")
@@ -122,7 +124,20 @@ func run(ctx context.Context, o options) error {
 	if err != nil {
 		return err
 	}
+	if o.outputs != "" {
+		if env.outRoot, err = os.MkdirTemp(o.outputs, "tkb-out"); err != nil {
+			return fmt.Errorf("-outputs: %w (-outputs '' keeps the token files with the store)", err)
+		}
+		if !o.keep {
+			defer os.RemoveAll(env.outRoot)
+		}
+	}
 	printMachine(o)
+	outs := filepath.Join(tmp, "...")
+	if env.outRoot != "" {
+		outs = env.outRoot
+	}
+	fmt.Printf("# files: store and sockets in %s (%s), token files in %s (%s)\n", tmp, fsType(tmp), outs, fsType(filepath.Dir(outs)))
 
 	var results []runResult
 	for i := range o.runs {

@@ -40,6 +40,7 @@ func TestSmoke(t *testing.T) {
 		clients: 8, pacedRate: 1000, maxInFlight: 4, logLevel: "warn",
 		storm: true, stormTimeout: time.Minute, stormLead: 2 * time.Second,
 		tokendBin: bin,
+		outputs:   t.TempDir(), // token files apart from the store, as by default
 	}
 	if err := run(ctx, o); err != nil {
 		t.Fatal(err)
