@@ -192,20 +192,14 @@ func fsyncDir(dir string) error {
 	return errors.Join(err, d.Close())
 }
 
-// RemoveStale removes the temporary files WriteFile leaves next to path when
-// the process dies between creating and renaming one (a crash, SIGKILL):
-// regular files named ".BASE.tmp-*" in path's directory. Call it only while
-// no WriteFile to path can be under way (at start, under the state_dir
-// lock). It returns how many it removed and the first error.
-func RemoveStale(path string) (int, error) {
-	removed, err := RemoveStaleAll([]string{path})
-	return removed[path], err
-}
-
-// RemoveStaleAll is RemoveStale for many outputs: each directory is listed
-// once, however many of the outputs it holds (thousands of channels writing
-// into one directory would otherwise cost a listing per output: quadratic).
-// It returns how many files it removed per path, and the first error.
+// RemoveStaleAll removes the temporary files WriteFile leaves next to each
+// of paths when the process dies between creating and renaming one (a
+// crash, SIGKILL): regular files named ".BASE.tmp-*" in the output's
+// directory. Call it only while no WriteFile to those paths can be under
+// way (at start, under the state_dir lock). Each directory is listed once,
+// however many of the outputs it holds (thousands of channels writing into
+// one directory would otherwise cost a listing per output: quadratic). It
+// returns how many files it removed per path, and the first error.
 func RemoveStaleAll(paths []string) (map[string]int, error) {
 	removed := make(map[string]int)
 	byDir := make(map[string]map[string]string) // dir -> base -> path

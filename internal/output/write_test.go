@@ -493,6 +493,13 @@ func BenchmarkWriteFileUnchanged(b *testing.B) {
 	}
 }
 
+// RemoveStale is RemoveStaleAll for one path: how many it removed, and
+// the first error.
+func RemoveStale(path string) (int, error) {
+	removed, err := RemoveStaleAll([]string{path})
+	return removed[path], err
+}
+
 // TestRemoveStale: the temporary files a crash leaves are removed, and
 // nothing else: not the output, not another output's temporary files, not
 // a directory that happens to match.

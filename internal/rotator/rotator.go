@@ -20,7 +20,6 @@ import (
 
 	"github.com/tokend/tokend/internal/hooks"
 	"github.com/tokend/tokend/internal/oauth"
-	"github.com/tokend/tokend/internal/output"
 	"github.com/tokend/tokend/internal/store"
 )
 
@@ -112,7 +111,7 @@ type Rotator struct {
 	readyOnce  sync.Once
 	readyC     chan struct{}
 
-	running atomic.Int64 // steps in progress (for tests waiting on a fake clock)
+	running atomic.Int64 // steps in progress (bursts; tests waiting on a fake clock)
 	burstMu sync.Mutex   // serialises setBurst
 	burst   bool         // Burst(true) was the last call
 	hooksWG sync.WaitGroup
@@ -478,27 +477,6 @@ func (r *Rotator) Reload(channels []Channel) error {
 	}
 	r.noteReady()
 	return nil
-}
-
-// Token returns the current token of the channel named by ID or name.
-// ok is false for an unknown channel; the token's AccessToken is empty
-// while the channel holds no valid token.
-func (r *Rotator) Token(idOrName string) (output.Token, ChannelStatus, bool) {
-	c, ok := (*r.lookup.Load())[idOrName]
-	if !ok {
-		return output.Token{}, ChannelStatus{}, false
-	}
-	s := c.snap.Load()
-	if s == nil {
-		return output.Token{}, ChannelStatus{ID: c.cfg.ID, Name: c.cfg.Name, Kind: c.cfg.Kind}, true
-	}
-	st := s.status
-	if !s.valid(r.clock.Now()) {
-		st.Valid = false
-		return output.Token{}, st, true
-	}
-	st.Valid = true
-	return s.token, st, true
 }
 
 // TokenBody returns the current token of the channel named by ID or name
