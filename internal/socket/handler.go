@@ -214,7 +214,7 @@ func (h *handler) token(w http.ResponseWriter, r *http.Request, name string) {
 	} else {
 		hdr["Content-Type"] = ctJSON
 	}
-	hdr["Cache-Control"], hdr["X-Content-Type-Options"] = noStoreValue, nosniffValue
+	noStore(w)
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(body)
 }
