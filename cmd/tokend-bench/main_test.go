@@ -46,3 +46,33 @@ func TestSmoke(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestRawGetAllocatesNothing: the load generator's request allocates
+// nothing, so the bench process does not collect garbage in a load window
+// and stall its clients (the server being measured runs in a child).
+func TestRawGetAllocatesNothing(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "bare.sock")
+	srv := exec.Command(os.Args[0], "-bare-socket", sock)
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Process.Kill(); _ = srv.Wait() })
+	cl := dialRaw(sock)
+	defer cl.close()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if _, err := cl.get("/v1/channels/b00000/token"); err == nil {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("bare server not answering: %v", err)
+		}
+	}
+	target := "/v1/channels/b00001/token"
+	allocs := testing.AllocsPerRun(200, func() {
+		if status, err := cl.get(target); err != nil || status != 200 {
+			t.Fatalf("get: %d %v", status, err)
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("a request allocates %.1f times, want 0", allocs)
+	}
+}
