@@ -3,6 +3,8 @@ package daemon
 import (
 	"os"
 	"runtime"
+	"runtime/debug"
+	"runtime/metrics"
 	"testing"
 )
 
@@ -41,5 +43,53 @@ func TestBurstProcs(t *testing.T) {
 	burst(false)
 	if got := runtime.GOMAXPROCS(0); got != 3 {
 		t.Fatalf("GOMAXPROCS=3 in the environment: %d after a burst", got)
+	}
+}
+
+// gcPercent is the collector's current GOGC.
+func gcPercent() int {
+	s := []metrics.Sample{{Name: "/gc/gogc:percent"}}
+	metrics.Read(s)
+	return int(s[0].Value.Uint64())
+}
+
+// TestBurstGC: outside bursts the daemon's GOGC is the steady 200, during
+// them Go's default 100, back to 200 after the last; with GOGC set in the
+// environment, the operator's value stays throughout. Not parallel: GOGC
+// is the process's.
+func TestBurstGC(t *testing.T) {
+	orig := debug.SetGCPercent(100)
+	t.Cleanup(func() { debug.SetGCPercent(orig) })
+	t.Setenv("GOGC", "")
+	os.Unsetenv("GOGC")
+	steadyGC()
+	if got := gcPercent(); got != steadyGCPercent {
+		t.Fatalf("steady GOGC = %d; want %d", got, steadyGCPercent)
+	}
+	burst(true)
+	burst(true)
+	steadyGC() // a daemon made during a burst leaves it alone
+	if got := gcPercent(); got != burstGCPercent {
+		t.Fatalf("during bursts GOGC = %d; want %d", got, burstGCPercent)
+	}
+	burst(false)
+	if got := gcPercent(); got != burstGCPercent {
+		t.Fatalf("with one burst left GOGC = %d; want %d", got, burstGCPercent)
+	}
+	burst(false)
+	if got := gcPercent(); got != steadyGCPercent {
+		t.Fatalf("after the bursts GOGC = %d; want %d", got, steadyGCPercent)
+	}
+
+	t.Setenv("GOGC", "50")
+	debug.SetGCPercent(50)
+	steadyGC()
+	burst(true)
+	if got := gcPercent(); got != 50 {
+		t.Fatalf("GOGC=50 in the environment: %d during a burst", got)
+	}
+	burst(false)
+	if got := gcPercent(); got != 50 {
+		t.Fatalf("GOGC=50 in the environment: %d after a burst", got)
 	}
 }
