@@ -31,6 +31,7 @@ type runResult struct {
 
 	idleCPU  float64 // fraction of one core
 	idleRSS  int64
+	loadRSS  int64         // resident after the socket loads (for reference; the target is idle)
 	idleWait time.Duration // startup reconcile before the idle window
 
 	sockTokend, sockBare   loadResult
@@ -172,6 +173,9 @@ func oneRun(ctx context.Context, e *env, o options, self string, idx int) (runRe
 	}
 	r.sockTokend, r.sockBare = alternate(ctx, in.socket, bareSock, o, in.n, 0)
 	r.pacedTokend, r.pacedBare = alternate(ctx, in.socket, bareSock, o, in.n, o.pacedRate)
+	if r.loadRSS, err = c.rss(); err != nil {
+		return r, err
+	}
 	if err := bc.stop(); err != nil {
 		return r, err
 	}

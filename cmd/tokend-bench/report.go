@@ -27,6 +27,7 @@ func (r runResult) print(indent string) {
 		r.sockTokend.rps(), r.sockTokend.p50, r.sockTokend.p99, r.sockTokend.errs, r.sockBare.rps(), r.sockBare.p50, r.sockBare.p99, r.sockBare.errs)
 	fmt.Printf("%ssocket paced tokend %.0f req/s p50 %v p99 %v errs %d | bare %.0f req/s p50 %v p99 %v\n", indent,
 		r.pacedTokend.rps(), r.pacedTokend.p50, r.pacedTokend.p99, r.pacedTokend.errs, r.pacedBare.rps(), r.pacedBare.p50, r.pacedBare.p99)
+	fmt.Printf("%srss after the socket loads %s\n", indent, mib(r.loadRSS))
 	if st := r.storm; st.ran {
 		fmt.Printf("%sstorm rotated %d in %s (due within %s)  max concurrent %d  lapses %d in %d samples  issue calls %d  revokes %d\n", indent,
 			st.rotated, secs(st.duration), secs(st.issueSpread), st.maxConcurrent, st.lapses, st.samples, st.issueCalls, st.revokes)
@@ -83,6 +84,7 @@ func summary(rs []runResult, o options) {
 	fmt.Printf("socket_latency: paced %.0f req/s (%d clients): p50 %v  p99 %v  (bare p99 %v)  non-200 %d  (target p99 <= %v) %s\n",
 		pr, o.clients, pp50.Round(time.Microsecond), pp99.Round(time.Microsecond), pbp99.Round(time.Microsecond), perrs, targetSockP99,
 		verdict(pp99 <= targetSockP99 && perrs == 0))
+	fmt.Printf("rss_after_load: %s  (after every socket load; for reference)\n", mib(median(collect(rs, func(r runResult) int64 { return r.loadRSS }))))
 	fmt.Printf("socket_latency_saturated: p50 %v  p99 %v  (bare p99 %v)  non-200 %d  (queueing: %d clients / throughput; for reference)\n",
 		p50.Round(time.Microsecond), p99.Round(time.Microsecond), bp99.Round(time.Microsecond), errs, o.clients)
 
