@@ -171,8 +171,9 @@ func oneRun(ctx context.Context, e *env, o options, self string, idx int) (runRe
 		bc.stop()
 		return r, err
 	}
-	r.sockTokend, r.sockBare = alternate(ctx, in.socket, bareSock, o, in.n, 0)
-	r.pacedTokend, r.pacedBare = alternate(ctx, in.socket, bareSock, o, in.n, o.pacedRate)
+	targets := tokenTargets(in.n)
+	r.sockTokend, r.sockBare = alternate(ctx, in.socket, bareSock, o, targets, 0)
+	r.pacedTokend, r.pacedBare = alternate(ctx, in.socket, bareSock, o, targets, o.pacedRate)
 	if r.loadRSS, err = c.rss(); err != nil {
 		return r, err
 	}
@@ -321,11 +322,11 @@ const loadTurns = 5
 // alternate loads tokend's socket and the bare server's in turns,
 // loadTurns of -socket-duration/loadTurns each, so that a slowdown of the
 // shared machine (a neighbour, a CPU frequency change) falls on both.
-func alternate(ctx context.Context, tokendSock, bareSock string, o options, n int, rate float64) (tokend, bare loadResult) {
+func alternate(ctx context.Context, tokendSock, bareSock string, o options, targets []string, rate float64) (tokend, bare loadResult) {
 	turn := o.socketFor / loadTurns
 	for range loadTurns {
-		tokend = tokend.add(load(ctx, tokendSock, o.clients, turn, n, true, rate))
-		bare = bare.add(load(ctx, bareSock, o.clients, turn, n, false, rate))
+		tokend = tokend.add(load(ctx, tokendSock, o.clients, turn, targets, true, rate))
+		bare = bare.add(load(ctx, bareSock, o.clients, turn, targets, false, rate))
 	}
 	return tokend.withPercentiles(), bare.withPercentiles()
 }
@@ -354,6 +355,16 @@ func percentile(d []time.Duration, p int) time.Duration {
 	return d[len(d)*p/100]
 }
 
+// tokenTargets are the token paths of channels 0..n-1, made once for
+// every load.
+func tokenTargets(n int) []string {
+	targets := make([]string, n)
+	for i := range targets {
+		targets[i] = "/v1/channels/" + channelName(i) + "/token"
+	}
+	return targets
+}
+
 // load runs clients keep-alive clients, each fetching random channels'
 // tokens as JSON over the Unix socket for d. rate 0: each client sends its
 // next request as soon as it has the answer (saturation: throughput, and a
@@ -361,17 +372,13 @@ func percentile(d []time.Duration, p int) time.Duration {
 // clients together send rate requests a second on a fixed schedule, and a
 // latency counts from when its request was due, not when it went out, so
 // a stall is not hidden by the requests it delayed.
-func load(ctx context.Context, sock string, clients int, d time.Duration, n int, check bool, rate float64) loadResult {
+func load(ctx context.Context, sock string, clients int, d time.Duration, targets []string, check bool, rate float64) loadResult {
 	// The generator must not measure itself. This process also holds the
 	// simulator's 10,000 channels, and a collection of its heap stalls
 	// the clients for milliseconds, which would count against the server.
-	// So everything a client needs is made before the window, a request
-	// allocates nothing, and the collector runs before the window, not in
-	// it.
-	targets := make([]string, n)
-	for i := range targets {
-		targets[i] = "/v1/channels/" + channelName(i) + "/token"
-	}
+	// So everything a client needs is made before the window (targets by
+	// the caller), a request allocates nothing, and the collector runs
+	// before the window, not in it.
 	lats := make([][]time.Duration, clients)
 	for g := range lats {
 		c := 1 << 14
@@ -417,7 +424,7 @@ func load(ctx context.Context, sock string, clients int, d time.Duration, n int,
 				if t.After(deadline) {
 					break
 				}
-				status, err := cl.get(targets[rng.IntN(n)])
+				status, err := cl.get(targets[rng.IntN(len(targets))])
 				if err != nil {
 					errs[g]++
 					continue
