@@ -8,11 +8,16 @@ import (
 	"testing"
 )
 
-// TestBurstProcs: a burst doubles GOMAXPROCS until the last of the
-// process's bursts ends, then the default is back; with GOMAXPROCS set in
-// the environment, the operator's value stays throughout. Not parallel:
-// GOMAXPROCS is the process's.
+// TestBurstProcs: a burst raises GOMAXPROCS by half (at least one) until
+// the last of the process's bursts ends, then the default is back; with
+// GOMAXPROCS set in the environment, the operator's value stays
+// throughout. Not parallel: GOMAXPROCS is the process's.
 func TestBurstProcs(t *testing.T) {
+	for n, want := range map[int]int{1: 2, 2: 3, 3: 4, 4: 6, 8: 12} {
+		if got := burstProcs(n); got != want {
+			t.Errorf("burstProcs(%d) = %d; want %d", n, got, want)
+		}
+	}
 	orig := runtime.GOMAXPROCS(0)
 	t.Cleanup(func() { runtime.GOMAXPROCS(orig) })
 	// Unset first; t.Setenv restores whatever the environment had.
@@ -22,12 +27,12 @@ func TestBurstProcs(t *testing.T) {
 	base := runtime.GOMAXPROCS(0)
 	burst(true)
 	burst(true) // a second daemon's burst
-	if got := runtime.GOMAXPROCS(0); got != 2*base {
-		t.Fatalf("during two bursts GOMAXPROCS = %d; want %d", got, 2*base)
+	if got := runtime.GOMAXPROCS(0); got != burstProcs(base) || got <= base {
+		t.Fatalf("during two bursts GOMAXPROCS = %d; want %d", got, burstProcs(base))
 	}
 	burst(false)
-	if got := runtime.GOMAXPROCS(0); got != 2*base {
-		t.Fatalf("with one burst left GOMAXPROCS = %d; want %d", got, 2*base)
+	if got := runtime.GOMAXPROCS(0); got != burstProcs(base) {
+		t.Fatalf("with one burst left GOMAXPROCS = %d; want %d", got, burstProcs(base))
 	}
 	burst(false)
 	if got := runtime.GOMAXPROCS(0); got != base {

@@ -160,14 +160,18 @@ func New(cfg *config.Config, o Options) (*Daemon, error) {
 // burst is the rotator's Burst: thousands of steps at once (a start, a
 // reload, a rotation storm).
 //
-// While it lasts, GOMAXPROCS is twice the default, unless the operator set
-// it. The steps' fsyncs, creates and renames block in the kernel, each
-// holding one of Go's Ps until the system monitor hands it on; with as many
-// Ps as CPUs the CPUs then idled while signatures waited to run. A cold
-// start of 10,000 channels on 2 CPUs took 17.4-17.9 s with 2 Ps and
-// 13.1-13.2 s with 3 or 4 (tokend-bench, one run each). Outside bursts
-// the default stays: more Ps than CPUs let the GC's dedicated mark worker
-// hold a CPU while socket requests wait, which raised the paced p99.
+// While it lasts, GOMAXPROCS is half as much again as the default (at
+// least one more), unless the operator set it. The steps' fsyncs, creates
+// and renames block in the kernel, each holding one of Go's Ps until the
+// system monitor hands it on; with as many Ps as CPUs the CPUs then idled
+// while signatures waited to run. A cold start of 10,000 channels on 2
+// CPUs took 17.4-17.9 s with 2 Ps and 13.1-13.2 s with 3 or 4 (tokend-bench,
+// one run each). Later, with the store's commits batched, 3 Ps beat 4:
+// fewer threads than signatures to run means fewer involuntary context
+// switches (tokend's CPU for the cold start: 13.5-13.7 s with 3, 14.1-14.6 s
+// with 4; tokend-bench -cold-only). Outside bursts the default stays: more Ps
+// than CPUs let the GC's dedicated mark worker hold a CPU while socket
+// requests wait, which raised the paced p99.
 //
 // While it lasts the collector also runs at Go's default GOGC (100), not
 // tokend's steady 200 (see steadyGC): the burst's garbage is interleaved
@@ -190,7 +194,7 @@ func burst(on bool) {
 	switch {
 	case on && bursts.n == 1:
 		if !procsSet {
-			runtime.GOMAXPROCS(2 * runtime.GOMAXPROCS(0))
+			runtime.GOMAXPROCS(burstProcs(runtime.GOMAXPROCS(0)))
 		}
 		setGCPercent(burstGCPercent)
 	case !on && bursts.n == 0:
@@ -203,6 +207,9 @@ func burst(on bool) {
 		go debug.FreeOSMemory()
 	}
 }
+
+// burstProcs is GOMAXPROCS during a burst, for a default of n.
+func burstProcs(n int) int { return n + max(1, n/2) }
 
 // bursts counts the bursts under way in this process (tests run several
 // daemons in one).
