@@ -130,26 +130,32 @@ const clkTck = 100
 
 // cpuTime is the child's user+system CPU time so far.
 func (c *child) cpuTime() (time.Duration, error) {
+	user, sys, err := c.cpuTimes()
+	return user + sys, err
+}
+
+// cpuTimes is the child's user and system CPU time so far.
+func (c *child) cpuTimes() (user, sys time.Duration, err error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", c.pid()))
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	// Fields after the command name, which is in parentheses and may hold spaces.
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 {
-		return 0, errors.New("unexpected /proc/<pid>/stat")
+		return 0, 0, errors.New("unexpected /proc/<pid>/stat")
 	}
 	f := strings.Fields(string(b[i+1:]))
 	// f[0] is field 3 (state); utime and stime are fields 14 and 15.
 	if len(f) < 13 {
-		return 0, errors.New("short /proc/<pid>/stat")
+		return 0, 0, errors.New("short /proc/<pid>/stat")
 	}
 	ut, err1 := strconv.ParseInt(f[11], 10, 64)
 	st, err2 := strconv.ParseInt(f[12], 10, 64)
 	if err := errors.Join(err1, err2); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	return time.Duration(ut+st) * time.Second / clkTck, nil
+	return time.Duration(ut) * time.Second / clkTck, time.Duration(st) * time.Second / clkTck, nil
 }
 
 // selfCPU is this process's user+system CPU time so far: during a cold

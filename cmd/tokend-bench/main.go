@@ -49,6 +49,7 @@ type options struct {
 	outputs      string
 	stormTimeout time.Duration
 	stormLead    time.Duration
+	coldOnly     bool
 }
 
 func main() {
@@ -86,6 +87,7 @@ func main() {
 	flag.StringVar(&o.tokendBin, "tokend", "", "tokend binary (default: go build ./cmd/tokend into a temp dir)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temp directory")
 	flag.StringVar(&o.outputs, "outputs", "/dev/shm", "directory for the token files, as in the documented deployments (systemd: /run/tokend/tokens, compose: a tmpfs volume); \"\": in the temp directory, with the store")
+	flag.BoolVar(&o.coldOnly, "cold-only", false, "measure only the cold start and its signing baseline, -runs times (quick work on target 1)")
 	flag.Parse()
 	if o.channels < 1 || o.runs < 1 || o.clients < 1 || o.pacedRate <= 0 || o.stormLead < time.Second || o.stormLead > time.Minute {
 		fmt.Fprintln(os.Stderr, "tokend-bench: -channels, -runs, -clients and -paced-rate must be positive, -storm-lead from 1s to 1m")
@@ -139,6 +141,9 @@ func run(ctx context.Context, o options) error {
 	}
 	fmt.Printf("# files: store and sockets in %s (%s), token files in %s (%s)\n", tmp, fsType(tmp), outs, fsType(filepath.Dir(outs)))
 
+	if o.coldOnly {
+		return coldRuns(ctx, env, o)
+	}
 	var results []runResult
 	for i := range o.runs {
 		if ctx.Err() != nil {

@@ -24,6 +24,7 @@ type runResult struct {
 	cold, signPar, signOne time.Duration
 	coldLogLines           int
 	coldCPU, coldSimCPU    time.Duration // CPU used during the cold start by tokend, and by this process (the simulator)
+	coldSysCPU             time.Duration // of coldCPU, in the kernel
 	coldPhases             string        // when LINE saw the key-ID listings and the issues
 
 	warm, warmNotify, warmSocket time.Duration
@@ -74,34 +75,10 @@ func oneRun(ctx context.Context, e *env, o options, self string, idx int) (runRe
 	}
 
 	// 1. Cold start.
-	in, err := e.newInstance("steady", s.url, o.logLevel, o.maxInFlight, steadyLifetimes)
+	in, err := coldStart(ctx, e, o, s, &r)
 	if err != nil {
 		return r, err
 	}
-	sim0 := selfCPU()
-	c, err := startChild(in.dir, in.dir+"/cold.log", o.tokendBin, "run", "-config", in.config)
-	if err != nil {
-		return r, err
-	}
-	r.cold, err = c.waitReady(ctx, 10*time.Minute)
-	if err != nil {
-		c.stop()
-		return r, err
-	}
-	r.coldSimCPU = selfCPU() - sim0
-	if r.coldCPU, err = c.cpuTime(); err != nil {
-		c.stop()
-		return r, err
-	}
-	if missing := in.missingOutputs(); missing > 0 {
-		c.stop()
-		return r, fmt.Errorf("cold start: READY=1 with %d of %d outputs missing", missing, in.n)
-	}
-	if err := c.stop(); err != nil {
-		return r, err
-	}
-	r.coldLogLines = c.logLines()
-	r.coldPhases = callPhases(s.Requests(), c.start)
 
 	// 2. Warm restart on the same store and outputs.
 	before, err := in.snapshot()
@@ -110,7 +87,7 @@ func oneRun(ctx context.Context, e *env, o options, self string, idx int) (runRe
 	}
 	issues0 := s.Count(linefake.EndpointIssueV21)
 	kids0 := s.Count(linefake.EndpointKeyIDsV21)
-	c, err = startChild(in.dir, in.dir+"/warm.log", o.tokendBin, "run", "-config", in.config)
+	c, err := startChild(in.dir, in.dir+"/warm.log", o.tokendBin, "run", "-config", in.config)
 	if err != nil {
 		return r, err
 	}
@@ -192,6 +169,66 @@ func oneRun(ctx context.Context, e *env, o options, self string, idx int) (runRe
 		}
 	}
 	return r, nil
+}
+
+// coldStart starts tokend on an empty store and records the cold-start
+// figures in r; tokend has stopped when it returns.
+func coldStart(ctx context.Context, e *env, o options, s *sim, r *runResult) (*instance, error) {
+	in, err := e.newInstance("steady", s.url, o.logLevel, o.maxInFlight, steadyLifetimes)
+	if err != nil {
+		return nil, err
+	}
+	sim0 := selfCPU()
+	c, err := startChild(in.dir, in.dir+"/cold.log", o.tokendBin, "run", "-config", in.config)
+	if err != nil {
+		return nil, err
+	}
+	r.cold, err = c.waitReady(ctx, 10*time.Minute)
+	if err != nil {
+		c.stop()
+		return nil, err
+	}
+	r.coldSimCPU = selfCPU() - sim0
+	user, sys, err := c.cpuTimes()
+	if err != nil {
+		c.stop()
+		return nil, err
+	}
+	r.coldCPU, r.coldSysCPU = user+sys, sys
+	if missing := in.missingOutputs(); missing > 0 {
+		c.stop()
+		return nil, fmt.Errorf("cold start: READY=1 with %d of %d outputs missing", missing, in.n)
+	}
+	if err := c.stop(); err != nil {
+		return nil, err
+	}
+	r.coldLogLines = c.logLines()
+	r.coldPhases = callPhases(s.Requests(), c.start)
+	return in, nil
+}
+
+// coldRuns is -cold-only: the signing baseline and a cold start, -runs
+// times, for quick work on target 1.
+func coldRuns(ctx context.Context, e *env, o options) error {
+	var ratios []float64
+	for i := range o.runs {
+		fmt.Printf("# run %d/%d\n", i+1, o.runs)
+		var r runResult
+		s, err := e.newSim()
+		if err != nil {
+			return err
+		}
+		r.signPar = signBaseline(e, runtime.GOMAXPROCS(0))
+		_, err = coldStart(ctx, e, o, s, &r)
+		s.close()
+		if err != nil {
+			return fmt.Errorf("run %d: %w", i+1, err)
+		}
+		r.printCold("  ")
+		ratios = append(ratios, r.cold.Seconds()/r.signPar.Seconds())
+	}
+	fmt.Printf("cold_start ratio median %.2f of %d runs (target <= 1.5)\n", median(ratios), o.runs)
+	return nil
 }
 
 // callPhases says when, after start, LINE saw the first and last key-ID

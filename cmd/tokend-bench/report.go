@@ -17,10 +17,7 @@ const (
 func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
 
 func (r runResult) print(indent string) {
-	fmt.Printf("%scold_start %s  sign@%d %s  ratio %.2f  (%d log lines; LINE saw%s)\n", indent, secs(r.cold), gomaxprocs(), secs(r.signPar),
-		r.cold.Seconds()/r.signPar.Seconds(), r.coldLogLines, r.coldPhases)
-	fmt.Printf("%scold_start_cpu tokend %s  simulator %s  (of %s on %d cores)\n", indent, secs(r.coldCPU), secs(r.coldSimCPU),
-		secs(time.Duration(gomaxprocs())*r.cold), gomaxprocs())
+	r.printCold(indent)
 	fmt.Printf("%swarm_restart %s (READY=1 %s, socket %s)  issues %d  rewrites %d\n", indent, secs(r.warm), secs(r.warmNotify), secs(r.warmSocket), r.warmIssues, r.warmRewrites)
 	fmt.Printf("%sidle cpu %.3f%% of a core  rss %s  (start-up reconcile took %s before the window)\n", indent, 100*r.idleCPU, mib(r.idleRSS), secs(r.idleWait))
 	fmt.Printf("%ssocket tokend %.0f req/s p50 %v p99 %v errs %d | bare %.0f req/s p50 %v p99 %v errs %d\n", indent,
@@ -32,6 +29,13 @@ func (r runResult) print(indent string) {
 		fmt.Printf("%sstorm rotated %d in %s (due within %s)  max concurrent %d  lapses %d in %d samples  issue calls %d  revokes %d\n", indent,
 			st.rotated, secs(st.duration), secs(st.issueSpread), st.maxConcurrent, st.lapses, st.samples, st.issueCalls, st.revokes)
 	}
+}
+
+func (r runResult) printCold(indent string) {
+	fmt.Printf("%scold_start %s  sign@%d %s  ratio %.2f  (%d log lines; LINE saw%s)\n", indent, secs(r.cold), gomaxprocs(), secs(r.signPar),
+		r.cold.Seconds()/r.signPar.Seconds(), r.coldLogLines, r.coldPhases)
+	fmt.Printf("%scold_start_cpu tokend %s (kernel %s)  simulator %s  (of %s on %d cores)\n", indent, secs(r.coldCPU), secs(r.coldSysCPU), secs(r.coldSimCPU),
+		secs(time.Duration(gomaxprocs())*r.cold), gomaxprocs())
 }
 
 func collect[T any](rs []runResult, f func(runResult) T) []T {
