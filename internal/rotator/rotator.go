@@ -288,8 +288,12 @@ func (r *Rotator) RunOnce(ctx context.Context) error {
 	if err := r.load(chans); err != nil {
 		return err
 	}
+	// The limit bounds goroutines, not LINE calls (the gate does that):
+	// most of a step is waiting, for a LINE slot or for the store's shared
+	// commit (up to 50ms), so enough must be under way to keep the CPUs
+	// signing.
 	var g errgroup.Group
-	g.SetLimit(max(2*r.o.MaxInFlight, 8))
+	g.SetLimit(max(32*r.o.MaxInFlight, 256))
 	for _, c := range chans {
 		g.Go(func() error {
 			r.step(ctx, c)

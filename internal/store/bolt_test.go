@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -426,5 +427,77 @@ func TestOpenPermissionDenied(t *testing.T) {
 	want := "store: open " + filepath.Join(dir, FileName) + ": permission denied"
 	if err == nil || err.Error() != want {
 		t.Fatalf("err = %v; want %q", err, want)
+	}
+}
+
+// txID is the ID of the last committed write transaction.
+func txID(t *testing.T, s *Store) int {
+	t.Helper()
+	var id int
+	if err := s.db.View(func(tx *bolt.Tx) error { id = tx.ID(); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// TestLoneWritesCommitAtOnce: a write with no other under way does not wait
+// for company. With the batch window made an hour long, sequential Puts
+// and Deletes still return, one commit each.
+func TestLoneWritesCommitAtOnce(t *testing.T) {
+	s := openT(t, t.TempDir())
+	s.db.MaxBatchDelay = time.Hour
+	start := txID(t, s)
+	done := make(chan error, 1)
+	go func() {
+		for i := range 10 {
+			if err := s.Put(rec("1", strconv.Itoa(i), i)); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- s.Delete("1", "0", "1")
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(time.Minute): // a hang guard, not a measurement
+		t.Fatal("sequential writes waited for the batch window")
+	}
+	if n := txID(t, s) - start; n != 11 {
+		t.Fatalf("11 sequential writes made %d commits; want 11", n)
+	}
+}
+
+// TestOverlappingWritesShareCommits: writes that overlap go out together,
+// in far fewer commits than writes, and every one is stored.
+func TestOverlappingWritesShareCommits(t *testing.T) {
+	s := openT(t, t.TempDir())
+	const n = 64
+	start := txID(t, s)
+	release := make(chan struct{})
+	errs := make(chan error, n)
+	for i := range n {
+		go func() {
+			<-release
+			errs <- s.Put(rec(strconv.Itoa(1000+i), "a", i))
+		}()
+	}
+	close(release)
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if commits := txID(t, s) - start; commits > n/4 {
+		t.Fatalf("%d overlapping Puts made %d commits; want them shared", n, commits)
+	}
+	all, err := s.All()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all) != n {
+		t.Fatalf("%d channels stored; want %d", len(all), n)
 	}
 }

@@ -6,7 +6,9 @@
 // whose keys are record IDs and whose values are compact JSON records, plus a
 // bucket "meta" that records SchemaVersion. Every change touches only the
 // records it names, in one small transaction that is on disk before the
-// call returns; concurrent writers share one commit (bbolt's Batch).
+// call returns. A write with no other under way commits at once; writes
+// that overlap share commits (bbolt's Batch, which waits up to 50ms for
+// more), so a burst of rotations costs a few commits, not one each.
 //
 // Memory is an in-memory implementation with the same semantics, for tests
 // of the packages that consume the store. Both run through one contract
