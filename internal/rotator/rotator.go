@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -95,6 +96,7 @@ type Rotator struct {
 	log   *zap.Logger
 	clock clockwork.Clock
 	gate  *gate
+	signs *signPool
 
 	mu      sync.Mutex // guards chans, sched and started
 	chans   map[string]*channel
@@ -147,10 +149,12 @@ func New(channels []Channel, o Options) (*Rotator, error) {
 		o.Rand = rand.Float64
 	}
 	r := &Rotator{
-		o:      o,
-		log:    o.Logger,
-		clock:  o.Clock,
-		gate:   newGate(o.MaxInFlight),
+		o:     o,
+		log:   o.Logger,
+		clock: o.Clock,
+		gate:  newGate(o.MaxInFlight),
+		// Before any burst raises GOMAXPROCS: one worker per CPU Go uses.
+		signs:  newSignPool(runtime.GOMAXPROCS(0)),
 		chans:  map[string]*channel{},
 		readyC: make(chan struct{}),
 	}

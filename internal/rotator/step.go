@@ -292,7 +292,9 @@ func (r *Rotator) assertion(c *channel, now time.Time, ttl time.Duration) (strin
 	if ttl == 0 && c.cfg.Kind == KindV21 {
 		ttl = c.cfg.TokenTTL // make one the next issue can reuse
 	}
-	a, err := c.signer.Sign(now, ttl)
+	var a string
+	var err error
+	r.signs.do(func() { a, err = c.signer.Sign(now, ttl) })
 	if err != nil {
 		return "", fmt.Errorf("sign assertion: %w", err)
 	}

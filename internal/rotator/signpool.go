@@ -1,0 +1,57 @@
+package rotator
+
+import "sync"
+
+// signPool runs signatures on at most max goroutines, one per CPU by
+// default. Workers start when work arrives and end when none is waiting,
+// so an idle rotator holds none.
+//
+// At a cold start every channel's step is a goroutine of its own. Signing
+// on them grew 10,000 stacks for RSA's arithmetic, which the collector
+// then shrank while they waited and scanned each cycle; and up to
+// max_in_flight of them signed at once on the burst's extra Ps, so the
+// kernel switched between more threads than CPUs. A few long-lived workers
+// keep their grown stacks and sign no more at once than there are CPUs.
+type signPool struct {
+	mu      sync.Mutex
+	queue   []*signJob
+	workers int
+	max     int
+}
+
+type signJob struct {
+	fn   func()
+	done chan struct{}
+}
+
+func newSignPool(n int) *signPool { return &signPool{max: max(n, 1)} }
+
+// do runs fn on one of the pool's workers and returns when it has.
+func (p *signPool) do(fn func()) {
+	j := &signJob{fn: fn, done: make(chan struct{})}
+	p.mu.Lock()
+	p.queue = append(p.queue, j)
+	if p.workers < p.max {
+		p.workers++
+		go p.work()
+	}
+	p.mu.Unlock()
+	<-j.done
+}
+
+func (p *signPool) work() {
+	for {
+		p.mu.Lock()
+		if len(p.queue) == 0 {
+			p.workers--
+			p.mu.Unlock()
+			return
+		}
+		j := p.queue[0]
+		p.queue[0] = nil
+		p.queue = p.queue[1:]
+		p.mu.Unlock()
+		j.fn()
+		close(j.done)
+	}
+}
