@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 
 	"gopkg.in/yaml.v3"
 )
@@ -277,14 +278,8 @@ func (d *decoder) mapping(n *yaml.Node, path string, v reflect.Value) {
 		d.mismatch(n, path, v.Type())
 		return
 	}
-	fields := map[string]int{}
-	var names []string
-	for i := range v.NumField() {
-		name, _, _ := strings.Cut(v.Type().Field(i).Tag.Get("yaml"), ",")
-		fields[name] = i
-		names = append(names, name)
-	}
-	seen := map[string]int{} // key -> line
+	sf := fieldsOf(v.Type())
+	seen := make(map[string]int, len(n.Content)/2) // key -> line
 	for _, kv := range d.pairs(n, path, seen, 0) {
 		key, val := kv[0], kv[1]
 		if key.Kind != yaml.ScalarNode {
@@ -292,13 +287,38 @@ func (d *decoder) mapping(n *yaml.Node, path string, v reflect.Value) {
 			continue
 		}
 		kpath := joinKey(path, key.Value)
-		i, ok := fields[key.Value]
+		i, ok := sf.index[key.Value]
 		if !ok {
-			d.fail(kpath, "", key.Line, unknownKey(key.Value, names))
+			d.fail(kpath, "", key.Line, unknownKey(key.Value, sf.names))
 			continue
 		}
 		d.decode(val, kpath, v.Field(i))
 	}
+}
+
+// structFields are a raw struct's YAML keys: field index by key, and the
+// keys in field order (for suggestions).
+type structFields struct {
+	index map[string]int
+	names []string
+}
+
+// fieldCache holds structFields by type: a config with thousands of
+// channels decodes the same few raw structs thousands of times.
+var fieldCache sync.Map // reflect.Type -> *structFields
+
+func fieldsOf(t reflect.Type) *structFields {
+	if sf, ok := fieldCache.Load(t); ok {
+		return sf.(*structFields)
+	}
+	sf := &structFields{index: map[string]int{}}
+	for i := range t.NumField() {
+		name, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ",")
+		sf.index[name] = i
+		sf.names = append(sf.names, name)
+	}
+	fieldCache.Store(t, sf)
+	return sf
 }
 
 // pairs returns the key/value pairs of mapping n, resolving `<<` merge keys:
