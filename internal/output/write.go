@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // WriteFile makes path hold data with permission bits mode, atomically: a
@@ -166,30 +168,33 @@ type tempFile interface {
 // The file system operations WriteFile uses, replaced by fault-injecting
 // tests.
 var (
-	createTemp = func(dir, pattern string) (tempFile, error) {
-		f, err := os.CreateTemp(dir, pattern)
-		if err != nil {
-			return nil, err
-		}
-		return f, nil
-	}
-	rename  = os.Rename
-	syncDir = fsyncDir
-	geteuid = os.Geteuid
+	createTemp = createRawTemp
+	rename     = os.Rename
+	syncDir    = fsyncDir
+	geteuid    = os.Geteuid
 )
 
 // fsyncDir makes a rename in dir durable. File systems that cannot sync a
 // directory (EINVAL, ENOTSUP) offer nothing stronger, so that is no error.
+// Plain system calls, as for rawFile.
 func fsyncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
+	var fd int
+	err := ignoringEINTR(func() (err error) {
+		fd, err = unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 		return err
+	})
+	if err != nil {
+		return &fs.PathError{Op: "open", Path: dir, Err: err}
 	}
-	err = d.Sync()
-	if errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.ENOTSUP) {
+	err = ignoringEINTR(func() error { return unix.Fsync(fd) })
+	if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOTSUP) {
 		err = nil
 	}
-	return errors.Join(err, d.Close())
+	if err != nil {
+		err = &fs.PathError{Op: "sync", Path: dir, Err: err}
+	}
+	_ = unix.Close(fd) // read-only: nothing to lose
+	return err
 }
 
 // RemoveStaleAll removes the temporary files WriteFile leaves next to each

@@ -277,6 +277,9 @@ func TestWriteFileReplacesSymlinkToFile(t *testing.T) {
 	if err := os.WriteFile(target, []byte("precious"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	if err := os.Chmod(target, 0o644); err != nil { // whatever the umask
+		t.Fatal(err)
+	}
 	link := filepath.Join(dir, "tok")
 	if err := os.Symlink(target, link); err != nil {
 		t.Fatal(err)
