@@ -264,11 +264,19 @@ func (r *Rotator) Run(ctx context.Context) error {
 	r.mu.Lock()
 	r.sched = sched
 	r.runCtx = ctx
-	for _, c := range chans {
-		r.arm(c, time.Time{})
-	}
 	r.mu.Unlock()
+	// Start first, then add the jobs: the first channels' steps run (and
+	// sign, on the other CPUs) while the rest are still being added, which
+	// for 10,000 channels takes tens of milliseconds. A reload meanwhile
+	// may have removed a channel, or armed it already.
 	sched.Start()
+	for _, c := range chans {
+		r.mu.Lock()
+		if r.chans[c.cfg.ID] == c && c.jobID == uuid.Nil {
+			r.arm(c, time.Time{})
+		}
+		r.mu.Unlock()
+	}
 
 	<-ctx.Done()
 	r.mu.Lock()
