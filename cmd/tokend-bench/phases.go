@@ -22,6 +22,7 @@ import (
 // runResult holds one run's figures.
 type runResult struct {
 	cold, signPar, signOne time.Duration
+	signBefore, signAfter  time.Duration // signPar is their mean
 	coldLogLines           int
 	coldCPU, coldSimCPU    time.Duration // CPU used during the cold start by tokend, and by this process (the simulator)
 	coldSysCPU             time.Duration // of coldCPU, in the kernel
@@ -68,13 +69,11 @@ func oneRun(ctx context.Context, e *env, o options, self string, idx int) (runRe
 	}
 	defer s.close()
 
-	// Baseline 1: the same signatures in this process, GOMAXPROCS workers.
-	r.signPar = signBaseline(e, runtime.GOMAXPROCS(0))
 	if idx == 0 {
 		r.signOne = signBaseline(e, 1)
 	}
 
-	// 1. Cold start.
+	// 1. Cold start, between two measurements of its baseline.
 	in, err := coldStart(ctx, e, o, s, &r)
 	if err != nil {
 		return r, err
@@ -173,7 +172,13 @@ func oneRun(ctx context.Context, e *env, o options, self string, idx int) (runRe
 
 // coldStart starts tokend on an empty store and records the cold-start
 // figures in r; tokend has stopped when it returns.
+//
+// Its baseline, the same signatures in this process on GOMAXPROCS
+// goroutines, is measured just before and just after, and signPar is the
+// mean: on a shared machine the speed drifts, and a baseline taken on one
+// side only may fall in a faster or slower spell than the start itself.
 func coldStart(ctx context.Context, e *env, o options, s *sim, r *runResult) (*instance, error) {
+	r.signBefore = signBaseline(e, runtime.GOMAXPROCS(0))
 	in, err := e.newInstance("steady", s.url, o.logLevel, o.maxInFlight, steadyLifetimes)
 	if err != nil {
 		return nil, err
@@ -204,6 +209,8 @@ func coldStart(ctx context.Context, e *env, o options, s *sim, r *runResult) (*i
 	}
 	r.coldLogLines = c.logLines()
 	r.coldPhases = callPhases(s.Requests(), c.start)
+	r.signAfter = signBaseline(e, runtime.GOMAXPROCS(0))
+	r.signPar = (r.signBefore + r.signAfter) / 2
 	return in, nil
 }
 
@@ -218,7 +225,6 @@ func coldRuns(ctx context.Context, e *env, o options) error {
 		if err != nil {
 			return err
 		}
-		r.signPar = signBaseline(e, runtime.GOMAXPROCS(0))
 		_, err = coldStart(ctx, e, o, s, &r)
 		s.close()
 		if err != nil {

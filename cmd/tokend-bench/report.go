@@ -32,8 +32,8 @@ func (r runResult) print(indent string) {
 }
 
 func (r runResult) printCold(indent string) {
-	fmt.Printf("%scold_start %s  sign@%d %s  ratio %.2f  (%d log lines; LINE saw%s)\n", indent, secs(r.cold), gomaxprocs(), secs(r.signPar),
-		r.cold.Seconds()/r.signPar.Seconds(), r.coldLogLines, r.coldPhases)
+	fmt.Printf("%scold_start %s  sign@%d %s (%s before, %s after)  ratio %.2f  (%d log lines; LINE saw%s)\n", indent, secs(r.cold), gomaxprocs(), secs(r.signPar),
+		secs(r.signBefore), secs(r.signAfter), r.cold.Seconds()/r.signPar.Seconds(), r.coldLogLines, r.coldPhases)
 	fmt.Printf("%scold_start_cpu tokend %s (kernel %s)  simulator %s  (of %s on %d cores)\n", indent, secs(r.coldCPU), secs(r.coldSysCPU), secs(r.coldSimCPU),
 		secs(time.Duration(gomaxprocs())*r.cold), gomaxprocs())
 }

@@ -169,9 +169,11 @@ func New(cfg *config.Config, o Options) (*Daemon, error) {
 // one run each). Later, with the store's commits batched, 3 Ps beat 4:
 // fewer threads than signatures to run means fewer involuntary context
 // switches (tokend's CPU for the cold start: 13.5-13.7 s with 3, 14.1-14.6 s
-// with 4; tokend-bench -cold-only). Outside bursts the default stays: more Ps
-// than CPUs let the GC's dedicated mark worker hold a CPU while socket
-// requests wait, which raised the paced p99.
+// with 4; tokend-bench -cold-only). Since signatures run on one worker per
+// CPU (the rotator's signPool), 3 and 4 are alike (ratios 1.43, 1.44, 1.61
+// with 3 and 1.46, 1.39, 1.46 with 4, alternating). Outside bursts the
+// default stays: more Ps than CPUs let the GC's dedicated mark worker hold
+// a CPU while socket requests wait, which raised the paced p99.
 //
 // While it lasts the collector also runs at Go's default GOGC (100), not
 // tokend's steady 200 (see steadyGC): the burst's garbage is interleaved
