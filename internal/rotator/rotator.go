@@ -174,9 +174,7 @@ func New(channels []Channel, o Options) (*Rotator, error) {
 }
 
 func (r *Rotator) newChannel(ch Channel) (*channel, error) {
-	// WithLazy: most channels never log, and an eager With encodes the
-	// fields into a buffer per channel (about 1 KiB each).
-	c := &channel{cfg: ch, log: r.log.WithLazy(zap.String("channel", ch.Label()), zap.String("channel_id", ch.ID))}
+	c := &channel{cfg: ch, base: r.log}
 	if ch.Key != nil {
 		c.signer = &oauth.Signer{ChannelID: ch.ID, KeyID: ch.KeyID, Key: ch.Key, Lifetime: r.o.AssertionLifetime}
 	}
@@ -365,7 +363,7 @@ func (r *Rotator) arm(c *channel, at time.Time) {
 		_, err = r.sched.Update(c.jobID, gocron.OneTimeJob(gocron.OneTimeJobStartImmediately()), task, gocron.WithName(c.cfg.ID))
 	}
 	if err != nil && !errors.Is(err, gocron.ErrJobNotFound) {
-		c.log.Error("cannot schedule channel", zap.Error(err))
+		c.log().Error("cannot schedule channel", zap.Error(err))
 	}
 }
 
@@ -452,7 +450,7 @@ func (r *Rotator) Reload(channels []Channel) error {
 		}
 		r.o.Metrics.ForgetChannel(c.cfg.Label())
 		delete(r.chans, id)
-		c.log.Info("channel removed")
+		c.log().Info("channel removed")
 	}
 	var added []*channel
 	for id, ch := range next {
@@ -462,7 +460,7 @@ func (r *Rotator) Reload(channels []Channel) error {
 			if c.cfg.Label() != ch.Label() {
 				r.o.Metrics.ForgetChannel(c.cfg.Label())
 			}
-			c.cfg, c.signer, c.log = ch, fresh.signer, fresh.log
+			c.cfg, c.signer = ch, fresh.signer
 			c.assertionText = "" // the key may have changed
 			c.published = false  // outputs may have changed; unchanged files are not rewritten
 			c.issue, c.reconcile, c.revoke, c.publishTry = attempt{}, attempt{}, attempt{}, attempt{}
@@ -478,7 +476,7 @@ func (r *Rotator) Reload(channels []Channel) error {
 		c.adopt(recs)
 		r.chans[id] = c
 		added = append(added, c)
-		c.log.Info("channel added")
+		c.log().Info("channel added")
 	}
 	r.total.Store(int64(len(r.chans)))
 	r.rebuildLookup()
