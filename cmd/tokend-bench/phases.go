@@ -208,7 +208,7 @@ func coldStart(ctx context.Context, e *env, o options, s *sim, r *runResult) (*i
 		return nil, err
 	}
 	r.coldLogLines = c.logLines()
-	r.coldPhases = callPhases(s.Requests(), c.start)
+	r.coldPhases = callPhases(s.Requests(), c.start, r.cold)
 	r.signAfter = signBaseline(e, runtime.GOMAXPROCS(0))
 	r.signPar = (r.signBefore + r.signAfter) / 2
 	return in, nil
@@ -238,9 +238,13 @@ func coldRuns(ctx context.Context, e *env, o options) error {
 }
 
 // callPhases says when, after start, LINE saw the first and last key-ID
-// listing and issue: where a cold start's time goes.
-func callPhases(reqs []linefake.Request, start time.Time) string {
-	type span struct{ first, last time.Time }
+// listing and issue, and how many of each came before ready: where a cold
+// start's time goes.
+func callPhases(reqs []linefake.Request, start time.Time, ready time.Duration) string {
+	type span struct {
+		first, last time.Time
+		before      int
+	}
 	spans := map[string]*span{}
 	for _, rq := range reqs {
 		sp := spans[rq.Endpoint]
@@ -249,11 +253,14 @@ func callPhases(reqs []linefake.Request, start time.Time) string {
 			spans[rq.Endpoint] = sp
 		}
 		sp.last = rq.Time
+		if rq.Time.Sub(start) <= ready {
+			sp.before++
+		}
 	}
 	out := ""
 	for _, ep := range []string{linefake.EndpointKeyIDsV21, linefake.EndpointIssueV21} {
 		if sp := spans[ep]; sp != nil {
-			out += fmt.Sprintf(" %s %.2f..%.2fs", ep, sp.first.Sub(start).Seconds(), sp.last.Sub(start).Seconds())
+			out += fmt.Sprintf(" %s %.2f..%.2fs (%d before READY=1)", ep, sp.first.Sub(start).Seconds(), sp.last.Sub(start).Seconds(), sp.before)
 		}
 	}
 	return out

@@ -101,3 +101,42 @@ func TestGateCancelledWaiterHoldsNothing(t *testing.T) {
 		t.Fatalf("free = %d, want 1: a cancelled waiter kept or lost a slot", g.free)
 	}
 }
+
+// TestGateHold: while held, only urgent calls start, even with slots free,
+// and a release does not pass a slot to another call; unhold starts the
+// waiting ones in the free slots, in order.
+func TestGateHold(t *testing.T) {
+	g := newGate(2)
+	ctx := context.Background()
+	g.hold()
+	other0 := acquireAsync(g, ctx, false)
+	queued(t, g, 1)
+	other1 := acquireAsync(g, ctx, false)
+	queued(t, g, 2)
+	if err := grant(t, acquireAsync(g, ctx, true)); err != nil { // a free slot: at once
+		t.Fatal(err)
+	}
+	if err := grant(t, acquireAsync(g, ctx, true)); err != nil {
+		t.Fatal(err)
+	}
+	g.release() // held: the slot stays free
+	if len(other0) > 0 || len(other1) > 0 || g.free != 1 {
+		t.Fatalf("while held: other calls started (%d, %d), free = %d", len(other0), len(other1), g.free)
+	}
+	g.unhold()
+	if err := grant(t, other0); err != nil {
+		t.Fatal(err)
+	}
+	if len(other1) > 0 || g.free != 0 {
+		t.Fatalf("after unhold with one slot free: second call started: %v, free = %d", len(other1) > 0, g.free)
+	}
+	g.release()
+	if err := grant(t, other1); err != nil {
+		t.Fatal(err)
+	}
+	g.release()
+	g.release()
+	if g.free != 2 {
+		t.Fatalf("free = %d after every release, want 2", g.free)
+	}
+}

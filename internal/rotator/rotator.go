@@ -265,8 +265,11 @@ func (r *Rotator) Run(ctx context.Context) error {
 	r.mu.Unlock()
 	// Start first, then add the jobs: the first channels' steps run (and
 	// sign, on the other CPUs) while the rest are still being added, which
-	// for 10,000 channels takes tens of milliseconds. A reload meanwhile
-	// may have removed a channel, or armed it already.
+	// for 10,000 channels takes tens of milliseconds. Meanwhile only urgent
+	// LINE calls start, so the first channels' key-ID listings do not go
+	// before the last ones' issues. A reload meanwhile may have removed a
+	// channel, or armed it already.
+	r.gate.hold()
 	sched.Start()
 	for _, c := range chans {
 		r.mu.Lock()
@@ -275,6 +278,7 @@ func (r *Rotator) Run(ctx context.Context) error {
 		}
 		r.mu.Unlock()
 	}
+	r.gate.unhold()
 
 	<-ctx.Done()
 	r.mu.Lock()
