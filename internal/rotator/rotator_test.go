@@ -284,9 +284,13 @@ func TestPermanentErrorsRetrySlowlyWithClearLog(t *testing.T) {
 			if len(entries) == 0 {
 				t.Fatalf("no %q log line", tt.log)
 			}
-			fix, _ := entries[0].ContextMap()["fix"].(string)
+			ctx := entries[0].ContextMap()
+			fix, _ := ctx["fix"].(string)
 			if !strings.Contains(fix, tt.fix) {
 				t.Errorf("fix = %q, want it to mention %q", fix, tt.fix)
+			}
+			if ch := h.chans[0]; ctx["channel_id"] != ch.ID || ctx["channel"] != ch.Label() {
+				t.Errorf("log line names channel %v (%v); want %s (%s)", ctx["channel"], ctx["channel_id"], ch.Label(), ch.ID)
 			}
 			if h.rot.Ready() {
 				t.Error("ready without a token")

@@ -55,9 +55,11 @@ type channel struct {
 
 // log is the channel's logger. It is made when something is logged, not
 // kept: one per channel, 10,000 of them held 3.5 MB that the collector
-// marked on every cycle, and a channel rarely logs.
+// marked on every cycle, and a channel rarely logs. WithLazy: at log level
+// warn every issue's Info is dropped, and an eager With would encode the
+// fields for nothing.
 func (c *channel) log() *zap.Logger {
-	return c.base.With(zap.String("channel", c.cfg.Label()), zap.String("channel_id", c.cfg.ID))
+	return c.base.WithLazy(zap.String("channel", c.cfg.Label()), zap.String("channel_id", c.cfg.ID))
 }
 
 // attempt tracks consecutive failures of one kind of action.
