@@ -101,7 +101,7 @@ type Rotator struct {
 	mu      sync.Mutex // guards chans, sched and started
 	chans   map[string]*channel
 	sched   gocron.Scheduler
-	runCtx  context.Context
+	runCtx  atomic.Pointer[context.Context] // Run's; read by steps without mu
 	started bool
 
 	// lookup maps channel IDs and names to channels; replaced whole on
@@ -259,26 +259,27 @@ func (r *Rotator) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("create scheduler: %w", err)
 	}
-	r.mu.Lock()
-	r.sched = sched
-	r.runCtx = ctx
-	r.mu.Unlock()
 	// Start first, then add the jobs: the first channels' steps run (and
 	// sign, on the other CPUs) while the rest are still being added, which
 	// for 10,000 channels takes tens of milliseconds. Meanwhile only urgent
 	// LINE calls start, so the first channels' key-ID listings do not go
-	// before the last ones' issues. A reload meanwhile may have removed a
-	// channel, or armed it already.
+	// before the last ones' issues.
+	//
+	// r.mu is held throughout, so no reload interleaves. Nothing the adding
+	// waits for may need r.mu: steps read runCtx without it, and a step
+	// waiting at the held gate holds only its channel's lock, which the
+	// adding does not take. (Taking r.mu per channel instead let a holder
+	// of r.mu wait for such a channel lock while the hold waited for r.mu.)
+	r.mu.Lock()
+	r.sched = sched
+	r.runCtx.Store(&ctx)
 	r.gate.hold()
 	sched.Start()
 	for _, c := range chans {
-		r.mu.Lock()
-		if r.chans[c.cfg.ID] == c && c.jobID == uuid.Nil {
-			r.arm(c, time.Time{})
-		}
-		r.mu.Unlock()
+		r.arm(c, time.Time{})
 	}
 	r.gate.unhold()
+	r.mu.Unlock()
 
 	<-ctx.Done()
 	r.mu.Lock()
@@ -404,12 +405,11 @@ func (r *Rotator) runStep(c *channel) {
 			r.setBurst(false)
 		}
 	}()
-	r.mu.Lock()
-	ctx := r.runCtx
-	r.mu.Unlock()
-	if ctx == nil || ctx.Err() != nil {
+	cp := r.runCtx.Load()
+	if cp == nil || (*cp).Err() != nil {
 		return
 	}
+	ctx := *cp
 	next := r.step(ctx, c)
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -601,3 +601,21 @@ func TestTokenBodyFollowsTheToken(t *testing.T) {
 		t.Fatalf("expired token: found %v, body %v, err %v", found, body != nil, err)
 	}
 }
+
+// TestStartWhileLocksAreTaken: while a start adds its jobs with the LINE
+// gate on hold, another goroutine takes the rotator's lock and then
+// channel locks (the harness's settle does, as Reload and runStep do),
+// while steps waiting at the gate hold their channel's lock. Adding the
+// jobs must not need the rotator's lock between channels, or the three
+// wait for each other for good. Repeated: the window is narrow.
+func TestStartWhileLocksAreTaken(t *testing.T) {
+	for i := range 30 {
+		h := newHarness(t, 32, nil)
+		h.opts.MaxInFlight = 2
+		h.start() // settles: polls the rotator's and every channel's lock
+		if got := h.sim.Count("issue_v2.1"); got != 32 {
+			t.Fatalf("start %d: %d issue calls, want 32", i, got)
+		}
+		h.stop()
+	}
+}
