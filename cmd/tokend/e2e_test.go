@@ -525,8 +525,15 @@ func TestSystemdNotify(t *testing.T) {
 func TestReloadAddRemoveInvalid(t *testing.T) {
 	e := newEnv(t, 2, "")
 	p := e.start(nil, "run")
-	waitFor(t, "outputs", 10*time.Second, func() bool { return fileExists(e.out("bot-2.token")) })
-	tok1, _ := os.ReadFile(e.out("bot-1.token"))
+	// Both: each channel publishes after its own commit, and overlapping
+	// commits are shared within a window, so one may land a little later.
+	waitFor(t, "outputs", 10*time.Second, func() bool {
+		return fileExists(e.out("bot-1.token")) && fileExists(e.out("bot-2.token"))
+	})
+	tok1, err := os.ReadFile(e.out("bot-1.token"))
+	if err != nil || len(tok1) == 0 {
+		t.Fatalf("bot-1's output: %q, %v", tok1, err)
+	}
 
 	// Add bot-3, remove bot-2.
 	k, _ := key(t)
