@@ -406,3 +406,8 @@ func (s *Server) Count(endpoint string) int {
 // MaxConcurrent returns the most requests that were in flight at once,
 // across all endpoints.
 func (s *Server) MaxConcurrent() int { return int(s.maxInFlight.Load()) }
+
+// InFlight is the number of requests being served now. A request whose
+// client gave up during a Delay fault is recorded only when the simulator
+// notices the client has gone; tests that read Requests wait for 0 first.
+func (s *Server) InFlight() int { return int(s.inFlight.Load()) }

@@ -297,7 +297,14 @@ func TestLINEFaults(t *testing.T) {
 				t.Fatal("the served token is no longer valid at LINE")
 			}
 
-			// Retries follow the policy.
+			// Retries follow the policy. An attempt whose client gave up
+			// (the timeout case) is logged by the simulator only when it
+			// notices: wait for that, in real time, bounded.
+			for deadline := time.Now().Add(10 * time.Second); e.sim.InFlight() > 0; time.Sleep(time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("the simulator still serves %d requests", e.sim.InFlight())
+				}
+			}
 			var at []time.Time
 			for _, r := range e.sim.Requests() {
 				if r.Endpoint == linefake.EndpointIssueV21 {
