@@ -174,7 +174,7 @@ func New(channels []Channel, o Options) (*Rotator, error) {
 }
 
 func (r *Rotator) newChannel(ch Channel) (*channel, error) {
-	c := &channel{cfg: ch, base: r.log}
+	c := &channel{cfg: ch}
 	if ch.Key != nil {
 		c.signer = &oauth.Signer{ChannelID: ch.ID, KeyID: ch.KeyID, Key: ch.Key, Lifetime: r.o.AssertionLifetime}
 	}
@@ -368,7 +368,7 @@ func (r *Rotator) arm(c *channel, at time.Time) {
 		_, err = r.sched.Update(c.jobID, gocron.OneTimeJob(gocron.OneTimeJobStartImmediately()), task, gocron.WithName(c.cfg.ID))
 	}
 	if err != nil && !errors.Is(err, gocron.ErrJobNotFound) {
-		c.log().Error("cannot schedule channel", zap.Error(err))
+		r.logFor(c).Error("cannot schedule channel", zap.Error(err))
 	}
 }
 
@@ -454,7 +454,7 @@ func (r *Rotator) Reload(channels []Channel) error {
 		}
 		r.o.Metrics.ForgetChannel(c.cfg.Label())
 		delete(r.chans, id)
-		c.log().Info("channel removed")
+		r.logFor(c).Info("channel removed")
 	}
 	var added []*channel
 	for id, ch := range next {
@@ -480,7 +480,7 @@ func (r *Rotator) Reload(channels []Channel) error {
 		c.adopt(recs)
 		r.chans[id] = c
 		added = append(added, c)
-		c.log().Info("channel added")
+		r.logFor(c).Info("channel added")
 	}
 	r.total.Store(int64(len(r.chans)))
 	r.rebuildLookup()

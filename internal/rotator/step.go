@@ -24,7 +24,6 @@ type channel struct {
 	mu     sync.Mutex
 	cfg    Channel
 	signer *oauth.Signer
-	base   *zap.Logger // the rotator's; see log
 
 	current *store.Record  // the token being served
 	old     []store.Record // superseded or revoked, not yet expired
@@ -53,13 +52,13 @@ type channel struct {
 	snap atomic.Pointer[snapshot]
 }
 
-// log is the channel's logger. It is made when something is logged, not
+// logFor is channel c's logger. It is made when something is logged, not
 // kept: one per channel, 10,000 of them held 3.5 MB that the collector
 // marked on every cycle, and a channel rarely logs. WithLazy: at log level
 // warn every issue's Info is dropped, and an eager With would encode the
 // fields for nothing.
-func (c *channel) log() *zap.Logger {
-	return c.base.WithLazy(zap.String("channel", c.cfg.Label()), zap.String("channel_id", c.cfg.ID))
+func (r *Rotator) logFor(c *channel) *zap.Logger {
+	return r.log.WithLazy(zap.String("channel", c.cfg.Label()), zap.String("channel_id", c.cfg.ID))
 }
 
 // attempt tracks consecutive failures of one kind of action.
@@ -258,9 +257,9 @@ func (r *Rotator) fail(c *channel, a *attempt, now time.Time, msg string, err er
 	c.lastErrAt = now
 	fields := []zap.Field{zap.Error(err), zap.String("cause", oauth.Cause(err)), zap.Int("failures", a.failures), zap.Duration("retry_in", d)}
 	if fix := remedy(err, c); fix != "" {
-		c.log().Error(msg, append(fields, zap.String("fix", fix))...)
+		r.logFor(c).Error(msg, append(fields, zap.String("fix", fix))...)
 	} else {
-		c.log().Warn(msg, fields...)
+		r.logFor(c).Warn(msg, fields...)
 	}
 	return d
 }
@@ -351,7 +350,7 @@ func (r *Rotator) doReconcile(ctx context.Context, c *channel, now time.Time) {
 		case err == nil:
 		case errors.As(err, &apiErr) && apiErr.StatusCode == 400:
 			c.gone = true
-			c.log().Warn("current token is no longer valid at LINE; replacing it", zap.String("key_id", c.current.KeyID))
+			r.logFor(c).Warn("current token is no longer valid at LINE; replacing it", zap.String("key_id", c.current.KeyID))
 		default:
 			if ctx.Err() == nil {
 				r.fail(c, &c.reconcile, now, "reconcile failed", fmt.Errorf("verify current token: %w", err))
@@ -376,7 +375,7 @@ func (r *Rotator) applyKeyIDs(c *channel, now time.Time, kids []string) {
 		// it; only an older one can be judged.
 		if !valid[cur.KeyID] && now.Before(cur.ExpiresAt) && !c.gone {
 			c.gone = true
-			c.log().Warn("current token is no longer valid at LINE (revoked elsewhere?); replacing it", zap.String("key_id", cur.KeyID))
+			r.logFor(c).Warn("current token is no longer valid at LINE (revoked elsewhere?); replacing it", zap.String("key_id", cur.KeyID))
 		}
 	}
 	var changed []store.Record
@@ -390,7 +389,7 @@ func (r *Rotator) applyKeyIDs(c *channel, now time.Time, kids []string) {
 	}
 	if len(changed) > 0 {
 		if err := r.o.Store.Put(changed...); err != nil {
-			c.log().Warn("cannot record tokens LINE no longer holds", zap.Error(err))
+			r.logFor(c).Warn("cannot record tokens LINE no longer holds", zap.Error(err))
 		}
 	}
 	var orphans []string
@@ -403,11 +402,11 @@ func (r *Rotator) applyKeyIDs(c *channel, now time.Time, kids []string) {
 	c.orphans = len(orphans)
 	r.o.Metrics.SetOrphans(c.cfg.Label(), len(orphans))
 	if len(orphans) > 0 {
-		c.log().Warn("LINE holds valid tokens tokend does not track (orphans); they count against the limit of 30 until they expire",
+		r.logFor(c).Warn("LINE holds valid tokens tokend does not track (orphans); they count against the limit of 30 until they expire",
 			zap.Strings("orphan_key_ids", orphans), zap.Int("valid_at_line", len(kids)))
 	}
 	if len(kids) >= 25 {
-		c.log().Error("channel nears LINE's limit of 30 valid v2.1 tokens; at 30 issuing fails",
+		r.logFor(c).Error("channel nears LINE's limit of 30 valid v2.1 tokens; at 30 issuing fails",
 			zap.Int("valid_at_line", len(kids)), zap.Int("orphans", len(orphans)),
 			zap.String("fix", "revoke tokens you do not use, or wait for them to expire"))
 	}
@@ -496,7 +495,7 @@ func (r *Rotator) doIssue(ctx context.Context, c *channel, now time.Time) {
 	c.issue = attempt{}
 	c.lastErr, c.lastErrAt = "", time.Time{}
 	r.o.Metrics.Rotation(c.cfg.Label(), "ok")
-	c.log().Info("token issued",
+	r.logFor(c).Info("token issued",
 		zap.String("kind", rec.Kind), zap.String("key_id", rec.KeyID),
 		zap.Time("expires_at", rec.ExpiresAt), zap.Time("rotate_at", r.rotateAt(c)),
 		zap.Bool("rotation", prev != nil))
@@ -559,7 +558,7 @@ func (r *Rotator) restartGrace(c *channel, issuedAt, now time.Time) {
 		return
 	}
 	if err := r.o.Store.Put(changed...); err != nil {
-		c.log().Warn("cannot record the superseded token's new grace period", zap.Error(err))
+		r.logFor(c).Warn("cannot record the superseded token's new grace period", zap.Error(err))
 	}
 }
 
@@ -606,10 +605,10 @@ func (r *Rotator) doRevoke(ctx context.Context, c *channel, now time.Time) {
 		r.o.Metrics.Revocation(c.cfg.Label(), "ok")
 		rec.State, rec.RevokedAt = store.StateRevoked, now
 		if err := r.o.Store.Put(*rec); err != nil {
-			c.log().Warn("cannot record revocation", zap.String("key_id", rec.KeyID), zap.Error(err))
+			r.logFor(c).Warn("cannot record revocation", zap.String("key_id", rec.KeyID), zap.Error(err))
 		}
 		c.revoke = attempt{}
-		c.log().Info("superseded token revoked", zap.String("key_id", rec.KeyID))
+		r.logFor(c).Info("superseded token revoked", zap.String("key_id", rec.KeyID))
 	}
 }
 
@@ -627,7 +626,7 @@ func (r *Rotator) dropExpired(c *channel, now time.Time) {
 		return
 	}
 	if err := r.o.Store.Delete(c.cfg.ID, ids...); err != nil {
-		c.log().Warn("cannot drop expired token records", zap.Error(err))
+		r.logFor(c).Warn("cannot drop expired token records", zap.Error(err))
 	}
 }
 
