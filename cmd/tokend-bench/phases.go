@@ -231,7 +231,7 @@ func coldRuns(ctx context.Context, e *env, o options) error {
 			return fmt.Errorf("run %d: %w", i+1, err)
 		}
 		r.printCold("  ")
-		ratios = append(ratios, r.cold.Seconds()/r.signPar.Seconds())
+		ratios = append(ratios, r.coldRatio())
 	}
 	fmt.Printf("cold_start ratio median %.2f of %d runs (target <= 1.5)\n", median(ratios), o.runs)
 	return nil

@@ -31,9 +31,12 @@ func (r runResult) print(indent string) {
 	}
 }
 
+// coldRatio is target 1's figure: the cold start against its baseline.
+func (r runResult) coldRatio() float64 { return r.cold.Seconds() / r.signPar.Seconds() }
+
 func (r runResult) printCold(indent string) {
 	fmt.Printf("%scold_start %s  sign@%d %s (%s before, %s after)  ratio %.2f  (%d log lines; LINE saw%s)\n", indent, secs(r.cold), gomaxprocs(), secs(r.signPar),
-		secs(r.signBefore), secs(r.signAfter), r.cold.Seconds()/r.signPar.Seconds(), r.coldLogLines, r.coldPhases)
+		secs(r.signBefore), secs(r.signAfter), r.coldRatio(), r.coldLogLines, r.coldPhases)
 	fmt.Printf("%scold_start_cpu tokend %s (kernel %s)  simulator %s  (of %s on %d cores)\n", indent, secs(r.coldCPU), secs(r.coldSysCPU), secs(r.coldSimCPU),
 		secs(time.Duration(gomaxprocs())*r.cold), gomaxprocs())
 }
@@ -50,7 +53,7 @@ func summary(rs []runResult, o options) {
 	n := o.channels
 	cold := median(collect(rs, func(r runResult) time.Duration { return r.cold }))
 	signPar := median(collect(rs, func(r runResult) time.Duration { return r.signPar }))
-	ratio := median(collect(rs, func(r runResult) float64 { return r.cold.Seconds() / r.signPar.Seconds() }))
+	ratio := median(collect(rs, runResult.coldRatio))
 	fmt.Printf("cold_start: %s  baseline(sign %d @%d): %s  ratio %.2f (target <= %.1f) %s\n",
 		secs(cold), n, gomaxprocs(), secs(signPar), ratio, targetColdRatio, verdict(ratio <= targetColdRatio))
 	if one := rs[0].signOne; one > 0 {
