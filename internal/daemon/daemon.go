@@ -166,10 +166,10 @@ func New(cfg *config.Config, o Options) (*Daemon, error) {
 // system monitor hands it on; with as many Ps as CPUs the CPUs then idled
 // while signatures waited to run. A cold start of 10,000 channels on 2
 // CPUs took 17.4-17.9 s with 2 Ps and 13.1-13.2 s with 3 or 4 (tokend-bench,
-// one run each). Later, with the store's commits batched, 3 Ps beat 4:
-// fewer threads than signatures to run means fewer involuntary context
-// switches (tokend's CPU for the cold start: 13.5-13.7 s with 3, 14.1-14.6 s
-// with 4; tokend-bench -cold-only). Since signatures run on one worker per
+// one run each). Later, with the store's commits batched, 3 Ps looked
+// better than 4 (tokend's CPU for the cold start: 13.5-13.7 s with 3,
+// 14.1-14.6 s with 4; tokend-bench -cold-only, not alternated, and partly
+// with stray processes on the machine). Since signatures run on one worker per
 // CPU (the rotator's signPool), 3 and 4 are alike (ratios 1.43, 1.44, 1.61
 // with 3 and 1.46, 1.39, 1.46 with 4, alternating). Outside bursts the
 // default stays: more Ps than CPUs let the GC's dedicated mark worker hold
