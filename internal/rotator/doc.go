@@ -4,6 +4,7 @@
 //
 // Every decision ("rotate now?", "when is the next attempt?") is a pure
 // function of the time in policy.go; the Rotator around them runs each
-// channel as one gocron job on an injectable clockwork clock, re-armed after
-// every step for the earliest moment something is due.
+// channel's first steps in a start pass on a bounded set of workers, then
+// as one gocron job on an injectable clockwork clock, re-armed after every
+// step for the earliest moment something is due.
 package rotator

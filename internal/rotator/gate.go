@@ -14,7 +14,6 @@ type gate struct {
 	mu   sync.Mutex
 	free int
 	q    [2][]*waiter // [0] urgent, [1] the rest
-	held bool         // only urgent calls start (see hold)
 }
 
 type waiter struct {
@@ -32,9 +31,7 @@ func (g *gate) acquire(ctx context.Context, urgent bool) error {
 		p = 0
 	}
 	g.mu.Lock()
-	// Free slots with calls waiting happen only while held, when the
-	// waiting are all non-urgent.
-	if g.free > 0 && len(g.q[0]) == 0 && (urgent || (!g.held && len(g.q[1]) == 0)) {
+	if g.free > 0 && len(g.q[0]) == 0 && len(g.q[1]) == 0 {
 		g.free--
 		g.mu.Unlock()
 		return nil
@@ -59,51 +56,21 @@ func (g *gate) acquire(ctx context.Context, urgent bool) error {
 	return ctx.Err()
 }
 
-// release hands the slot to the first urgent waiter, else (unless held)
-// the first other one, else frees it.
+// release hands the slot to the first urgent waiter, else the first other
+// one, else frees it.
 func (g *gate) release() {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if !g.grant() {
-		g.free++
-	}
-}
-
-// grant hands one slot to the next waiter allowed one, if any; g.mu must be
-// held.
-func (g *gate) grant() bool {
 	for p := range g.q {
-		if p == 1 && g.held {
-			break
-		}
 		for len(g.q[p]) > 0 {
 			w := g.q[p][0]
 			g.q[p][0] = nil
 			g.q[p] = g.q[p][1:]
 			if !w.gone {
 				close(w.ch)
-				return true
+				return
 			}
 		}
 	}
-	return false
-}
-
-// hold lets only urgent calls start until unhold: while a start is still
-// scheduling its channels, the first ones' key-ID listings would otherwise
-// take slots before the last ones' issues have asked for theirs.
-func (g *gate) hold() {
-	g.mu.Lock()
-	g.held = true
-	g.mu.Unlock()
-}
-
-// unhold ends hold, starting waiting calls in the slots that are free.
-func (g *gate) unhold() {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.held = false
-	for g.free > 0 && g.grant() {
-		g.free--
-	}
+	g.free++
 }

@@ -259,29 +259,19 @@ func (r *Rotator) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("create scheduler: %w", err)
 	}
-	// Start first, then add the jobs: the first channels' steps run (and
-	// sign, on the other CPUs) while the rest are still being added, which
-	// for 10,000 channels takes tens of milliseconds. Meanwhile only urgent
-	// LINE calls start, so the first channels' key-ID listings do not go
-	// before the last ones' issues.
-	//
-	// r.mu is held throughout, so no reload interleaves. Nothing the adding
-	// waits for may need r.mu: steps read runCtx without it, and a step
-	// waiting at the held gate holds only its channel's lock, which the
-	// adding does not take. (Taking r.mu per channel instead let a holder
-	// of r.mu wait for such a channel lock while the hold waited for r.mu.)
 	r.mu.Lock()
 	r.sched = sched
 	r.runCtx.Store(&ctx)
-	r.gate.hold()
 	sched.Start()
-	for _, c := range chans {
-		r.arm(c, time.Time{})
-	}
-	r.gate.unhold()
 	r.mu.Unlock()
+	started := make(chan struct{})
+	go func() {
+		defer close(started)
+		r.startPass(ctx, chans, true)
+	}()
 
 	<-ctx.Done()
+	<-started
 	r.mu.Lock()
 	r.sched = nil
 	r.mu.Unlock()
@@ -303,19 +293,7 @@ func (r *Rotator) RunOnce(ctx context.Context) error {
 	if err := r.load(chans); err != nil {
 		return err
 	}
-	// The limit bounds goroutines, not LINE calls (the gate does that):
-	// most of a step is waiting, for a LINE slot or for the store's shared
-	// commit (up to 50ms), so enough must be under way to keep the CPUs
-	// signing.
-	var g errgroup.Group
-	g.SetLimit(max(32*r.o.MaxInFlight, 256))
-	for _, c := range chans {
-		g.Go(func() error {
-			r.step(ctx, c)
-			return nil
-		})
-	}
-	_ = g.Wait()
+	r.startPass(ctx, chans, false)
 	r.hooksWG.Wait()
 	now := r.clock.Now()
 	var missing []string
@@ -397,20 +375,23 @@ func (r *Rotator) setBurst(on bool) {
 
 // runStep is the job of one channel: one step, then re-arm for the next.
 func (r *Rotator) runStep(c *channel) {
-	if r.running.Add(1) == r.burstSteps() {
-		r.setBurst(true)
+	if cp := r.runCtx.Load(); cp != nil {
+		r.countedStep(*cp, c, true)
 	}
-	defer func() {
-		if r.running.Add(-1) == 0 {
-			r.setBurst(false)
-		}
-	}()
-	cp := r.runCtx.Load()
-	if cp == nil || (*cp).Err() != nil {
+}
+
+// countedStep is one step of c, counted in running (bursts), then, if arm,
+// c's job is armed for the next.
+func (r *Rotator) countedStep(ctx context.Context, c *channel, arm bool) {
+	r.beginStep()
+	defer r.endStep()
+	if ctx.Err() != nil {
 		return
 	}
-	ctx := *cp
 	next := r.step(ctx, c)
+	if !arm {
+		return
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	c.mu.Lock()
@@ -420,6 +401,67 @@ func (r *Rotator) runStep(c *channel) {
 	if !removed && ctx.Err() == nil {
 		r.arm(c, next)
 	}
+}
+
+func (r *Rotator) beginStep() {
+	if r.running.Add(1) == r.burstSteps() {
+		r.setBurst(true)
+	}
+}
+
+func (r *Rotator) endStep() {
+	if r.running.Add(-1) == 0 {
+		r.setBurst(false)
+	}
+}
+
+// startPass is a start's first steps, in two rounds over chans, each on a
+// bounded set of workers:
+//
+//  1. every channel with no token to serve gets one (issue, publish) and
+//     nothing else;
+//  2. every channel's full step (key-ID listing, revocations, the issue a
+//     failed first round retries), after which Run arms its job.
+//
+// So at a cold start every issue goes to LINE before any listing, bots get
+// tokens before tokend does bookkeeping, and the scheduler holds no job
+// until a channel's first step is over. Run's jobs were first armed to
+// start at once instead: 10,000 goroutines then waited for a LINE slot,
+// each with the stack of a step, which every collection scanned, and the
+// scheduler's work for 10,000 immediate runs came before the first token.
+//
+// The pass counts as one step throughout, so a burst spans both rounds.
+func (r *Rotator) startPass(ctx context.Context, chans []*channel, arm bool) {
+	r.beginStep()
+	defer r.endStep()
+	r.eachChannel(ctx, chans, func(c *channel) {
+		r.beginStep()
+		defer r.endStep()
+		r.firstToken(ctx, c)
+	})
+	r.eachChannel(ctx, chans, func(c *channel) { r.countedStep(ctx, c, arm) })
+}
+
+// eachChannel calls fn for every channel in chans on up to
+// max(32*max_in_flight, 256) goroutines, until ctx is done. The bound is on
+// goroutines, not LINE calls (the gate does that): most of a step is
+// waiting, for a LINE slot or for the store's shared commit (up to 50ms),
+// so enough must be under way to keep the CPUs signing.
+func (r *Rotator) eachChannel(ctx context.Context, chans []*channel, fn func(*channel)) {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(max(32*r.o.MaxInFlight, 256), len(chans)) {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				i := int(next.Add(1)) - 1
+				if i >= len(chans) {
+					return
+				}
+				fn(chans[i])
+			}
+		})
+	}
+	wg.Wait()
 }
 
 // Reload replaces the channel set: new channels start, removed ones stop

@@ -175,6 +175,21 @@ func (r *Rotator) step(ctx context.Context, c *channel) time.Time {
 	return r.nextWake(c, now)
 }
 
+// firstToken is the first round of a start (startPass) for c: if c has
+// no token to serve and may issue now, it gets one, published, and nothing
+// else is done; the rest of its step comes in the second round.
+func (r *Rotator) firstToken(ctx context.Context, c *channel) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := r.clock.Now()
+	if c.removed || c.serving(now) || now.Before(c.issue.at) || c.issue.failures > 0 {
+		return
+	}
+	r.dropExpired(c, now)
+	r.doIssue(ctx, c, now) // publishes what it issued
+	r.refresh(c, r.clock.Now())
+}
+
 func (r *Rotator) rotateAt(c *channel) time.Time {
 	cur := c.current
 	return RotateAt(cur.IssuedAt, cur.ExpiresAt, cur.ID, c.cfg.RotateBefore, c.cfg.Jitter)
