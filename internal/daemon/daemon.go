@@ -182,8 +182,9 @@ func New(cfg *config.Config, o Options) (*Daemon, error) {
 //
 // After it the GOMAXPROCS default is restored, and memory is returned to
 // the OS: each of the burst's steps held a goroutine stack while it
-// waited for a LINE slot, and without a GC while idle the resident memory
-// would stay at the burst's peak.
+// waited for a LINE slot (a start's few hundred workers; a storm's due
+// channels, one job each), and without a GC while idle the resident
+// memory would stay at the burst's peak.
 func burst(on bool) {
 	bursts.Lock()
 	defer bursts.Unlock()
