@@ -224,8 +224,8 @@ var bursts struct {
 // The collector's GOGC outside and during bursts, unless the operator set
 // GOGC.
 //
-// Outside bursts tokend's heap is mostly long-lived channel state (50 MB
-// at 10,000 channels), and its garbage is the socket's, about 2.2 KB per
+// Outside bursts tokend's heap is mostly long-lived channel state (about
+// 40 MB at 10,000 channels; 50 MB when this was measured), and its garbage is the socket's, about 2.2 KB per
 // request in net/http. At Go's default of 100 every 50 MB of requests
 // marks the whole state again; while it is marked the collector takes the
 // CPUs that requests wait for. At 200 a mark comes half as often. With

@@ -6,12 +6,14 @@ import "sync"
 // default. Workers start when work arrives and end when none is waiting,
 // so an idle rotator holds none.
 //
-// At a cold start every channel's step is a goroutine of its own. Signing
-// on them grew 10,000 stacks for RSA's arithmetic, which the collector
-// then shrank while they waited and scanned each cycle; and up to
-// max_in_flight of them signed at once on the burst's extra Ps, so the
-// kernel switched between more threads than CPUs. A few long-lived workers
-// keep their grown stacks and sign no more at once than there are CPUs.
+// A burst has many steps under way, each on a goroutine of its own (a
+// start's few hundred workers; in a storm, one per channel due; at first,
+// 10,000 at a cold start). Signing on them grew every one's stack for RSA's
+// arithmetic, which the collector then shrank while they waited and
+// scanned each cycle; and up to max_in_flight of them signed at once on
+// the burst's extra Ps, so the kernel switched between more threads than
+// CPUs. A few long-lived workers keep their grown stacks and sign no more
+// at once than there are CPUs.
 type signPool struct {
 	mu      sync.Mutex
 	queue   []*signJob

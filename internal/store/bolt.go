@@ -34,8 +34,8 @@ const (
 	// of 10,000 channels on 2 CPUs (tokend-bench -cold-only, one run each,
 	// alternating): 13.7-14.0 s with 1ms against 12.9-13.4 s with 10ms;
 	// later 13.1-13.8 s with 10ms, 12.8-13.1 s with 25ms, 12.6 s with 50ms.
-	// Closed loops of writers wait the window: RunOnce keeps enough steps
-	// under way for that.
+	// Closed loops of writers wait the window: a start (the rotator's
+	// startPass) keeps enough steps under way for that.
 	batchDelay = 50 * time.Millisecond
 )
 
