@@ -50,6 +50,7 @@ type options struct {
 	stormTimeout time.Duration
 	stormLead    time.Duration
 	coldOnly     bool
+	socketOnly   bool
 }
 
 func main() {
@@ -88,6 +89,7 @@ func main() {
 	flag.BoolVar(&o.keep, "keep", false, "keep the temp directory")
 	flag.StringVar(&o.outputs, "outputs", "/dev/shm", "directory for the token files, as in the documented deployments (systemd: /run/tokend/tokens, compose: a tmpfs volume); \"\": in the temp directory, with the store")
 	flag.BoolVar(&o.coldOnly, "cold-only", false, "measure only the cold start and its signing baseline, -runs times (quick work on target 1)")
+	flag.BoolVar(&o.socketOnly, "socket-only", false, "measure only target 4's throughput: one cold start, then -runs alternating saturated loads of tokend and the bare server (quick work on target 4)")
 	flag.Parse()
 	if o.channels < 1 || o.runs < 1 || o.clients < 1 || o.pacedRate <= 0 || o.stormLead < time.Second || o.stormLead > time.Minute {
 		fmt.Fprintln(os.Stderr, "tokend-bench: -channels, -runs, -clients and -paced-rate must be positive, -storm-lead from 1s to 1m")
@@ -143,6 +145,9 @@ func run(ctx context.Context, o options) error {
 
 	if o.coldOnly {
 		return coldRuns(ctx, env, o)
+	}
+	if o.socketOnly {
+		return socketRuns(ctx, env, o, self)
 	}
 	var results []runResult
 	for i := range o.runs {

@@ -45,6 +45,17 @@ func TestSmoke(t *testing.T) {
 	if err := run(ctx, o); err != nil {
 		t.Fatal(err)
 	}
+	// The quick modes for targets 1 and 4.
+	for _, mode := range []func(*options){
+		func(o *options) { o.coldOnly = true },
+		func(o *options) { o.socketOnly = true },
+	} {
+		m := o
+		mode(&m)
+		if err := run(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 // TestRawGetAllocatesNothing: the load generator's request allocates

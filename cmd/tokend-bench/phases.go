@@ -45,6 +45,7 @@ type runResult struct {
 type loadResult struct {
 	reqs, errs int
 	dur        time.Duration
+	cpu        time.Duration // the server's CPU time during the load (0: not measured)
 	p50, p99   time.Duration
 	lats       []time.Duration // every answer's latency
 }
@@ -148,8 +149,8 @@ func oneRun(ctx context.Context, e *env, o options, self string, idx int) (runRe
 		return r, err
 	}
 	targets := tokenTargets(in.n)
-	r.sockTokend, r.sockBare = alternate(ctx, in.socket, bareSock, o, targets, 0)
-	r.pacedTokend, r.pacedBare = alternate(ctx, in.socket, bareSock, o, targets, o.pacedRate)
+	r.sockTokend, r.sockBare = alternate(ctx, c, bc, in.socket, bareSock, o, targets, 0)
+	r.pacedTokend, r.pacedBare = alternate(ctx, c, bc, in.socket, bareSock, o, targets, o.pacedRate)
 	if r.loadRSS, err = c.rss(); err != nil {
 		return r, err
 	}
@@ -372,13 +373,33 @@ const loadTurns = 5
 // alternate loads tokend's socket and the bare server's in turns,
 // loadTurns of -socket-duration/loadTurns each, so that a slowdown of the
 // shared machine (a neighbour, a CPU frequency change) falls on both.
-func alternate(ctx context.Context, tokendSock, bareSock string, o options, targets []string, rate float64) (tokend, bare loadResult) {
+// Each side's result includes its server's CPU time during its turns.
+func alternate(ctx context.Context, tc, bc *child, tokendSock, bareSock string, o options, targets []string, rate float64) (tokend, bare loadResult) {
 	turn := o.socketFor / loadTurns
 	for range loadTurns {
-		tokend = tokend.add(load(ctx, tokendSock, o.clients, turn, targets, true, rate))
-		bare = bare.add(load(ctx, bareSock, o.clients, turn, targets, false, rate))
+		tokend = tokend.add(measuredLoad(ctx, tc, tokendSock, o.clients, turn, targets, true, rate))
+		bare = bare.add(measuredLoad(ctx, bc, bareSock, o.clients, turn, targets, false, rate))
 	}
 	return tokend.withPercentiles(), bare.withPercentiles()
+}
+
+// measuredLoad is load, with the CPU time server c used meanwhile.
+func measuredLoad(ctx context.Context, c *child, sock string, clients int, d time.Duration, targets []string, check bool, rate float64) loadResult {
+	cpu0, err0 := c.cpuTime()
+	l := load(ctx, sock, clients, d, targets, check, rate)
+	cpu1, err1 := c.cpuTime()
+	if err0 == nil && err1 == nil {
+		l.cpu = cpu1 - cpu0
+	}
+	return l
+}
+
+// cpuPerReq is the server's CPU time per answered request (0: unknown).
+func (l loadResult) cpuPerReq() time.Duration {
+	if l.reqs == 0 {
+		return 0
+	}
+	return l.cpu / time.Duration(l.reqs)
 }
 
 // add adds b's requests to l's; percentiles are left to withPercentiles.
@@ -386,6 +407,7 @@ func (l loadResult) add(b loadResult) loadResult {
 	l.reqs += b.reqs
 	l.errs += b.errs
 	l.dur += b.dur
+	l.cpu += b.cpu
 	l.lats = append(l.lats, b.lats...)
 	return l
 }
@@ -579,4 +601,55 @@ func storm(ctx context.Context, e *env, o options) (stormResult, error) {
 		return res, err
 	}
 	return res, nil
+}
+
+// socketRuns is -socket-only: one cold start, its start-up key-ID
+// listings, then target 4's saturated loads of tokend and the bare server,
+// -runs times, for quick work on target 4.
+func socketRuns(ctx context.Context, e *env, o options, self string) error {
+	s, err := e.newSim()
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	in, err := e.newInstance("socket", s.url, o.logLevel, o.maxInFlight, steadyLifetimes)
+	if err != nil {
+		return err
+	}
+	c, err := startChild(in.dir, in.dir+"/socket.log", o.tokendBin, "run", "-config", in.config)
+	if err != nil {
+		return err
+	}
+	defer c.stop()
+	if _, err := c.waitReady(ctx, 10*time.Minute); err != nil {
+		return err
+	}
+	for s.Count(linefake.EndpointKeyIDsV21) < in.n && ctx.Err() == nil {
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(2 * time.Second)
+	bc, err := startChild(in.dir, in.dir+"/bare.log", self, "-bare-socket", in.dir+"/bare.sock")
+	if err != nil {
+		return err
+	}
+	defer bc.stop()
+	if _, err := bc.waitReady(ctx, 30*time.Second); err != nil {
+		return err
+	}
+	targets := tokenTargets(in.n)
+	var rs []runResult
+	for i := range o.runs {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		var r runResult
+		r.sockTokend, r.sockBare = alternate(ctx, c, bc, in.socket, in.dir+"/bare.sock", o, targets, 0)
+		r.printSocket(fmt.Sprintf("  %d/%d ", i+1, o.runs))
+		rs = append(rs, r)
+	}
+	fmt.Printf("socket_throughput ratio median %.3f of %d runs (target >= %.1f); server CPU per request: tokend %.1fµs, bare %.1fµs\n",
+		median(collect(rs, func(r runResult) float64 { return r.sockRatio() })), o.runs, targetSockRatio,
+		us(median(collect(rs, func(r runResult) time.Duration { return r.sockTokend.cpuPerReq() }))),
+		us(median(collect(rs, func(r runResult) time.Duration { return r.sockBare.cpuPerReq() }))))
+	return nil
 }

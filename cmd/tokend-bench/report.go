@@ -20,8 +20,7 @@ func (r runResult) print(indent string) {
 	r.printCold(indent)
 	fmt.Printf("%swarm_restart %s (READY=1 %s, socket %s)  issues %d  rewrites %d\n", indent, secs(r.warm), secs(r.warmNotify), secs(r.warmSocket), r.warmIssues, r.warmRewrites)
 	fmt.Printf("%sidle cpu %.3f%% of a core  rss %s  (start-up reconcile took %s before the window)\n", indent, 100*r.idleCPU, mib(r.idleRSS), secs(r.idleWait))
-	fmt.Printf("%ssocket tokend %.0f req/s p50 %v p99 %v errs %d | bare %.0f req/s p50 %v p99 %v errs %d\n", indent,
-		r.sockTokend.rps(), r.sockTokend.p50, r.sockTokend.p99, r.sockTokend.errs, r.sockBare.rps(), r.sockBare.p50, r.sockBare.p99, r.sockBare.errs)
+	r.printSocket(indent)
 	fmt.Printf("%ssocket paced tokend %.0f req/s p50 %v p99 %v errs %d | bare %.0f req/s p50 %v p99 %v\n", indent,
 		r.pacedTokend.rps(), r.pacedTokend.p50, r.pacedTokend.p99, r.pacedTokend.errs, r.pacedBare.rps(), r.pacedBare.p50, r.pacedBare.p99)
 	fmt.Printf("%srss after the socket loads %s\n", indent, mib(r.loadRSS))
@@ -30,6 +29,19 @@ func (r runResult) print(indent string) {
 			st.rotated, secs(st.duration), secs(st.issueSpread), st.maxConcurrent, st.lapses, st.samples, st.issueCalls, st.revokes)
 	}
 }
+
+// printSocket prints the saturated socket loads: throughput, latency and
+// each server's CPU per request.
+func (r runResult) printSocket(indent string) {
+	fmt.Printf("%ssocket tokend %.0f req/s p50 %v p99 %v errs %d cpu %.1fµs/req | bare %.0f req/s p50 %v p99 %v errs %d cpu %.1fµs/req  ratio %.3f\n", indent,
+		r.sockTokend.rps(), r.sockTokend.p50, r.sockTokend.p99, r.sockTokend.errs, us(r.sockTokend.cpuPerReq()),
+		r.sockBare.rps(), r.sockBare.p50, r.sockBare.p99, r.sockBare.errs, us(r.sockBare.cpuPerReq()), r.sockRatio())
+}
+
+// sockRatio is target 4's throughput figure.
+func (r runResult) sockRatio() float64 { return r.sockTokend.rps() / r.sockBare.rps() }
+
+func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
 
 // coldRatio is target 1's figure: the cold start against its baseline.
 func (r runResult) coldRatio() float64 { return r.cold.Seconds() / r.signPar.Seconds() }
@@ -76,13 +88,16 @@ func summary(rs []runResult, o options) {
 
 	tr := median(collect(rs, func(r runResult) float64 { return r.sockTokend.rps() }))
 	br := median(collect(rs, func(r runResult) float64 { return r.sockBare.rps() }))
-	sr := median(collect(rs, func(r runResult) float64 { return r.sockTokend.rps() / r.sockBare.rps() }))
+	sr := median(collect(rs, func(r runResult) float64 { return r.sockRatio() }))
+	tcpu := median(collect(rs, func(r runResult) time.Duration { return r.sockTokend.cpuPerReq() }))
+	bcpu := median(collect(rs, func(r runResult) time.Duration { return r.sockBare.cpuPerReq() }))
 	p50 := median(collect(rs, func(r runResult) time.Duration { return r.sockTokend.p50 }))
 	p99 := median(collect(rs, func(r runResult) time.Duration { return r.sockTokend.p99 }))
 	bp99 := median(collect(rs, func(r runResult) time.Duration { return r.sockBare.p99 }))
 	errs := slicesMax(collect(rs, func(r runResult) int { return r.sockTokend.errs }))
 	fmt.Printf("socket_throughput: %.0f req/s  baseline(bare net/http, %d clients): %.0f req/s  ratio %.2f (target >= %.1f) %s\n",
 		tr, o.clients, br, sr, targetSockRatio, verdict(sr >= targetSockRatio && errs == 0))
+	fmt.Printf("socket_cpu: server CPU per request, saturated: tokend %.1fµs  bare %.1fµs  (for reference: where the throughput goes)\n", us(tcpu), us(bcpu))
 	pr := median(collect(rs, func(r runResult) float64 { return r.pacedTokend.rps() }))
 	pp50 := median(collect(rs, func(r runResult) time.Duration { return r.pacedTokend.p50 }))
 	pp99 := median(collect(rs, func(r runResult) time.Duration { return r.pacedTokend.p99 }))
