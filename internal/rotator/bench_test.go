@@ -17,8 +17,8 @@ type noLINE struct{ LINE }
 // BenchmarkTokenBodyManyChannels reads the tokens of 10,000 channels by
 // name in a scattered order, as bots (and tokend-bench) do, against a plain
 // map from the same names to the same bodies: the least a lookup can cost.
-// With this many channels most reads find the channel and its snapshot out
-// of the CPU caches; the map's own lines stay cached.
+// With this many channels most reads find the channel's served bodies out
+// of the CPU caches (read.go).
 func BenchmarkTokenBodyManyChannels(b *testing.B) {
 	const n = 10000
 	key := sharedKey(b)

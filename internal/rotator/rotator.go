@@ -104,9 +104,10 @@ type Rotator struct {
 	runCtx  atomic.Pointer[context.Context] // Run's; read by steps without mu
 	started bool
 
-	// lookup maps channel IDs and names to channels; replaced whole on
-	// reload so token reads never take a lock.
-	lookup atomic.Pointer[map[string]*channel]
+	// lookup maps channel IDs and names to channels and their read
+	// slots (read.go); replaced whole on reload so token reads never take
+	// a lock.
+	lookup atomic.Pointer[map[string]readEntry]
 
 	readyCount atomic.Int64
 	total      atomic.Int64
@@ -158,11 +159,13 @@ func New(channels []Channel, o Options) (*Rotator, error) {
 		chans:  map[string]*channel{},
 		readyC: make(chan struct{}),
 	}
-	for _, ch := range channels {
+	slots := make([]atomic.Pointer[served], len(channels)) // side by side (read.go)
+	for i, ch := range channels {
 		c, err := r.newChannel(ch)
 		if err != nil {
 			return nil, err
 		}
+		c.read = &slots[i]
 		if _, dup := r.chans[ch.ID]; dup {
 			return nil, fmt.Errorf("rotator: channel %s configured twice", ch.ID)
 		}
@@ -174,7 +177,7 @@ func New(channels []Channel, o Options) (*Rotator, error) {
 }
 
 func (r *Rotator) newChannel(ch Channel) (*channel, error) {
-	c := &channel{cfg: ch}
+	c := &channel{cfg: ch, read: new(atomic.Pointer[served])}
 	if ch.Key != nil {
 		c.signer = &oauth.Signer{ChannelID: ch.ID, KeyID: ch.KeyID, Key: ch.Key, Lifetime: r.o.AssertionLifetime}
 	}
@@ -195,19 +198,6 @@ func (r *Rotator) newChannel(ch Channel) (*channel, error) {
 		return nil, fmt.Errorf("rotator: channel %s: unknown kind %q", ch.Label(), ch.Kind)
 	}
 	return c, nil
-}
-
-func (r *Rotator) rebuildLookup() {
-	m := make(map[string]*channel, 2*len(r.chans))
-	for _, c := range r.chans {
-		m[c.cfg.ID] = c
-	}
-	for _, c := range r.chans {
-		if c.cfg.Name != "" {
-			m[c.cfg.Name] = c
-		}
-	}
-	r.lookup.Store(&m)
 }
 
 // load reads every channel's records from the store and publishes the
@@ -539,30 +529,13 @@ func (r *Rotator) Reload(channels []Channel) error {
 	return nil
 }
 
-// TokenBody returns the current token of the channel named by ID or name
-// rendered in format (see output.Render), for the socket: found is false
-// for an unknown channel, and body is nil while the channel holds no valid
-// token. Bodies are rendered once per token and shared: callers must not
-// modify them. Errors are Render's, which never hold the token.
-func (r *Rotator) TokenBody(idOrName, format string) (body []byte, found bool, err error) {
-	c, ok := (*r.lookup.Load())[idOrName]
-	if !ok {
-		return nil, false, nil
-	}
-	s := c.snap.Load()
-	if s == nil || !s.valid(r.clock.Now()) {
-		return nil, true, nil
-	}
-	body, err = s.body(format)
-	return body, true, err
-}
-
 // Status returns every channel's status, sorted by label; never a token.
 func (r *Rotator) Status() []ChannelStatus {
 	m := *r.lookup.Load()
 	now := r.clock.Now()
 	out := make([]ChannelStatus, 0, len(m))
-	for key, c := range m {
+	for key, e := range m {
+		c := e.c
 		if key != c.cfg.ID {
 			continue // the name entry of a channel listed under its ID
 		}

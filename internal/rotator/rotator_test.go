@@ -362,6 +362,8 @@ func TestReload(t *testing.T) {
 	h.sim.RegisterKey(added.ID, testKID, &sharedKey(t).PublicKey)
 	changed := h.chans[1]
 	changed.Outputs = append(changed.Outputs, Output{Path: h.dir + "/bot-2.env", Format: "env", Mode: 0o600})
+	oldName := changed.Name
+	changed.Name = "renamed-bot"
 	before := h.sim.Count("issue_v2.1")
 	if err := h.rot.Reload([]Channel{h.chans[0], changed, added}); err != nil {
 		t.Fatal(err)
@@ -385,6 +387,23 @@ func TestReload(t *testing.T) {
 	}
 	if !h.rot.Ready() {
 		t.Error("not ready after reload")
+	}
+	// The socket's read table follows: the renamed channel by its new
+	// name (its JSON says so), not by its old one; the added channel; not
+	// the removed one.
+	for _, name := range []string{oldName, removed.Name, removed.ID} {
+		if _, found, _ := h.rot.TokenBody(name, output.FormatJSON); found {
+			t.Errorf("TokenBody(%s) found after reload", name)
+		}
+	}
+	for _, ch := range []Channel{changed, added} {
+		tok, _, _ := h.rot.Token(ch.ID)
+		want, _ := output.Render(output.FormatJSON, tok)
+		got, found, err := h.rot.TokenBody(ch.Name, output.FormatJSON)
+		if !found || err != nil || string(got) != string(want) || !strings.Contains(string(got), `"name":"`+ch.Name+`"`) {
+			t.Errorf("TokenBody(%s) after reload: found %v, err %v, body as Render's %v, names it %v", ch.Name, found, err,
+				string(got) == string(want), strings.Contains(string(got), ch.Name))
+		}
 	}
 }
 

@@ -50,6 +50,7 @@ type channel struct {
 	assertionFrom, assertionUntil time.Time
 
 	snap atomic.Pointer[snapshot]
+	read *atomic.Pointer[served] // the socket's view (read.go)
 }
 
 // logFor is channel c's logger. It is made when something is logged, not
@@ -666,6 +667,7 @@ func (r *Rotator) refresh(c *channel, now time.Time) {
 		r.o.Metrics.SetToken(c.cfg.Label(), cur.ExpiresAt, s.status.NextRotation)
 	}
 	s.status.Valid = s.valid(now)
+	c.setServed(c.snap.Load(), s)
 	c.snap.Store(s)
 	ready := s.status.Valid && c.published && !c.removed
 	if ready != c.ready {

@@ -7,7 +7,8 @@ import "github.com/tokend/tokend/internal/output"
 // ok is false for an unknown channel; the token's AccessToken is empty
 // while the channel holds no valid token.
 func (r *Rotator) Token(idOrName string) (output.Token, ChannelStatus, bool) {
-	c, ok := (*r.lookup.Load())[idOrName]
+	e, ok := (*r.lookup.Load())[idOrName]
+	c := e.c
 	if !ok {
 		return output.Token{}, ChannelStatus{}, false
 	}

@@ -1,0 +1,129 @@
+package rotator
+
+import (
+	"strings"
+	"sync/atomic"
+
+	"github.com/tokend/tokend/internal/output"
+)
+
+// The socket's token reads are the daemon's hot path: tens of thousands a
+// second, each for any of up to 10,000 channels, so most find their data
+// out of the CPU caches, and each cache miss costs more than the rest of
+// the lookup. The read path is laid out to miss as little as it can:
+//
+//   - the lookup map's keys (IDs and names) are cut from one string, so
+//     comparing a key reads memory that stays cached, not a string
+//     allocated somewhere with its channel's config;
+//   - the map's value leads straight to the channel's read slot, and the
+//     slots of the channels New was given lie side by side in one array;
+//   - a slot holds a served: the expiry and the JSON and raw bodies,
+//     rendered when the token changed, without further indirection.
+//
+// Everything else a channel holds (config, state, snapshot) is not read.
+
+// served is what the socket serves for a channel's current token; it is
+// immutable once published.
+type served struct {
+	expires int64  // the token's expiry, Unix nanoseconds
+	json    []byte // output.FormatJSON
+	raw     []byte // output.FormatRaw
+}
+
+// readEntry is a lookup map value.
+type readEntry struct {
+	read *atomic.Pointer[served] // the channel's read slot
+	c    *channel                // for other formats and Status
+}
+
+// rebuildLookup replaces the lookup map with one for the current channels;
+// r.mu must be held, or r not yet shared.
+func (r *Rotator) rebuildLookup() {
+	n := 0
+	for _, c := range r.chans {
+		n += len(c.cfg.ID) + len(c.cfg.Name)
+	}
+	var b strings.Builder
+	b.Grow(n)
+	chans := make([]*channel, 0, len(r.chans))
+	for _, c := range r.chans {
+		chans = append(chans, c)
+		b.WriteString(c.cfg.ID)
+	}
+	for _, c := range chans {
+		b.WriteString(c.cfg.Name)
+	}
+	arena := b.String()
+	m := make(map[string]readEntry, 2*len(r.chans))
+	off := 0
+	key := func(s string) string {
+		k := arena[off : off+len(s)]
+		off += len(s)
+		return k
+	}
+	for _, c := range chans {
+		m[key(c.cfg.ID)] = readEntry{read: c.read, c: c}
+	}
+	// Names after every ID, as the arena has them.
+	for _, c := range chans {
+		if name := key(c.cfg.Name); name != "" {
+			m[name] = readEntry{read: c.read, c: c}
+		}
+	}
+	r.lookup.Store(&m)
+}
+
+// setServed publishes s's token to c's read slot, rendering its bodies
+// unless prev, the snapshot s replaces, holds the same token; c.mu must be
+// held.
+func (c *channel) setServed(prev, s *snapshot) {
+	if s.token.AccessToken == "" {
+		c.read.Store(nil)
+		return
+	}
+	if c.read.Load() != nil && prev != nil && sameToken(prev.token, s.token) {
+		return
+	}
+	sv := &served{expires: s.token.ExpiresAt.UnixNano()}
+	// Render cannot fail for these formats; on an error the body stays nil
+	// and TokenBody renders it (and reports the error) from the snapshot.
+	sv.json, _ = output.Render(output.FormatJSON, s.token)
+	sv.raw, _ = output.Render(output.FormatRaw, s.token)
+	c.read.Store(sv)
+}
+
+// sameToken reports whether a and b render the same.
+func sameToken(a, b output.Token) bool {
+	return a.AccessToken == b.AccessToken && a.ChannelID == b.ChannelID && a.Name == b.Name &&
+		a.TokenType == b.TokenType && a.KeyID == b.KeyID && a.IssuedAt.Equal(b.IssuedAt) && a.ExpiresAt.Equal(b.ExpiresAt)
+}
+
+// TokenBody returns the current token of the channel named by ID or name
+// rendered in format (see output.Render), for the socket: found is false
+// for an unknown channel, and body is nil while the channel holds no valid
+// token. Bodies are rendered once per token and shared: callers must not
+// modify them. Errors are Render's, which never hold the token.
+func (r *Rotator) TokenBody(idOrName, format string) (body []byte, found bool, err error) {
+	e, ok := (*r.lookup.Load())[idOrName]
+	if !ok {
+		return nil, false, nil
+	}
+	now := r.clock.Now()
+	sv := e.read.Load()
+	if sv == nil || now.UnixNano() >= sv.expires {
+		return nil, true, nil
+	}
+	switch {
+	case format == output.FormatJSON && sv.json != nil:
+		return sv.json, true, nil
+	case format == output.FormatRaw && sv.raw != nil:
+		return sv.raw, true, nil
+	}
+	// Other formats, rendered once per snapshot.
+	s := e.c.snap.Load()
+	if s == nil || !s.valid(now) {
+		return nil, true, nil
+	}
+	body, err = s.body(format)
+	return body, true, err
+}
