@@ -18,16 +18,19 @@ import (
 //   - the map's value leads straight to the channel's read slot, and the
 //     slots of the channels New was given lie side by side in one array;
 //   - a slot holds a served: the expiry and the JSON and raw bodies,
-//     rendered when the token changed, without further indirection.
+//     without further indirection. A body is rendered on its first read
+//     and published with a copy of the served (compare-and-swap), so a
+//     channel nobody reads holds no bodies.
 //
 // Everything else a channel holds (config, state, snapshot) is not read.
 
 // served is what the socket serves for a channel's current token; it is
 // immutable once published.
 type served struct {
-	expires int64  // the token's expiry, Unix nanoseconds
-	json    []byte // output.FormatJSON
-	raw     []byte // output.FormatRaw
+	expires int64  // token.ExpiresAt, Unix nanoseconds
+	json    []byte // token in output.FormatJSON; nil until first read
+	raw     []byte // token in output.FormatRaw; nil until first read
+	token   output.Token
 }
 
 // readEntry is a lookup map value.
@@ -73,23 +76,18 @@ func (r *Rotator) rebuildLookup() {
 	r.lookup.Store(&m)
 }
 
-// setServed publishes s's token to c's read slot, rendering its bodies
-// unless prev, the snapshot s replaces, holds the same token; c.mu must be
-// held.
-func (c *channel) setServed(prev, s *snapshot) {
+// setServed publishes s's token to c's read slot, unless the slot
+// already serves the same token (and keeps the bodies rendered for it);
+// c.mu must be held.
+func (c *channel) setServed(s *snapshot) {
 	if s.token.AccessToken == "" {
 		c.read.Store(nil)
 		return
 	}
-	if c.read.Load() != nil && prev != nil && sameToken(prev.token, s.token) {
+	if sv := c.read.Load(); sv != nil && sameToken(sv.token, s.token) {
 		return
 	}
-	sv := &served{expires: s.token.ExpiresAt.UnixNano()}
-	// Render cannot fail for these formats; on an error the body stays nil
-	// and TokenBody renders it (and reports the error) from the snapshot.
-	sv.json, _ = output.Render(output.FormatJSON, s.token)
-	sv.raw, _ = output.Render(output.FormatRaw, s.token)
-	c.read.Store(sv)
+	c.read.Store(&served{expires: s.token.ExpiresAt.UnixNano(), token: s.token})
 }
 
 // sameToken reports whether a and b render the same.
@@ -113,17 +111,38 @@ func (r *Rotator) TokenBody(idOrName, format string) (body []byte, found bool, e
 	if sv == nil || now.UnixNano() >= sv.expires {
 		return nil, true, nil
 	}
-	switch {
-	case format == output.FormatJSON && sv.json != nil:
-		return sv.json, true, nil
-	case format == output.FormatRaw && sv.raw != nil:
-		return sv.raw, true, nil
+	switch format {
+	case output.FormatJSON:
+		if sv.json != nil {
+			return sv.json, true, nil
+		}
+	case output.FormatRaw:
+		if sv.raw != nil {
+			return sv.raw, true, nil
+		}
+	default: // not cached: the socket asks for JSON and raw only
+		body, err = output.Render(format, sv.token)
+		return body, true, err
 	}
-	// Other formats, rendered once per snapshot.
-	s := e.c.snap.Load()
-	if s == nil || !s.valid(now) {
-		return nil, true, nil
-	}
-	body, err = s.body(format)
+	body, err = fill(e.read, sv, format)
 	return body, true, err
+}
+
+// fill renders sv's token in format (JSON or raw) and publishes a copy of
+// sv holding the body, unless the slot has moved on from sv meanwhile (a
+// new token, or another read's fill): the body is served all the same,
+// and a later read fills the slot.
+func fill(slot *atomic.Pointer[served], sv *served, format string) ([]byte, error) {
+	b, err := output.Render(format, sv.token)
+	if err != nil {
+		return nil, err
+	}
+	next := *sv
+	if format == output.FormatJSON {
+		next.json = b
+	} else {
+		next.raw = b
+	}
+	slot.CompareAndSwap(sv, &next)
+	return b, nil
 }

@@ -3,6 +3,7 @@ package rotator
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"slices"
 	"strings"
@@ -674,6 +675,50 @@ func TestTokenBodyFollowsTheToken(t *testing.T) {
 	h.clock.Advance(31 * 24 * time.Hour) // nothing rotates it now
 	if body, found, err := h.rot.TokenBody(ch.ID, output.FormatJSON); !found || body != nil || err != nil {
 		t.Fatalf("expired token: found %v, body %v, err %v", found, body != nil, err)
+	}
+}
+
+// Concurrent first reads of a token render it, each serves the same
+// bytes, and the slot ends up holding both bodies: later reads share them.
+func TestTokenBodyConcurrentFirstReads(t *testing.T) {
+	h := newHarness(t, 1, nil)
+	h.start()
+	defer h.stop()
+	ch := h.chans[0]
+	tok, _, _ := h.rot.Token(ch.ID)
+	want := map[string]string{}
+	for _, f := range []string{output.FormatJSON, output.FormatRaw} {
+		b, err := output.Render(f, tok)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want[f] = string(b)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan string, 64)
+	for i := range 32 {
+		wg.Go(func() {
+			f := output.FormatJSON
+			if i%2 == 1 {
+				f = output.FormatRaw
+			}
+			got, found, err := h.rot.TokenBody(ch.Name, f)
+			if !found || err != nil || string(got) != want[f] {
+				errs <- fmt.Sprintf("%s: found %v, err %v, body as Render's %v", f, found, err, string(got) == want[f])
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
+	}
+	for f := range want {
+		a, _, _ := h.rot.TokenBody(ch.ID, f)
+		b, _, _ := h.rot.TokenBody(ch.Name, f)
+		if &a[0] != &b[0] {
+			t.Errorf("%s: rendered again after the first reads", f)
+		}
 	}
 }
 

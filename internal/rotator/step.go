@@ -73,40 +73,6 @@ type snapshot struct {
 	token     output.Token
 	status    ChannelStatus
 	published bool
-	// bodies caches token rendered per format (formatIndex), filled on
-	// first use: the socket serves the same bytes until the next refresh.
-	bodies [3]atomic.Pointer[[]byte]
-}
-
-// formatIndex is format's slot in snapshot.bodies; ok is false for a
-// format Render refuses.
-func formatIndex(format string) (i int, ok bool) {
-	switch format {
-	case output.FormatJSON:
-		return 0, true
-	case output.FormatRaw:
-		return 1, true
-	case output.FormatEnv:
-		return 2, true
-	}
-	return 0, false
-}
-
-// body returns s.token rendered in format, from the cache when it can.
-func (s *snapshot) body(format string) ([]byte, error) {
-	i, ok := formatIndex(format)
-	if !ok {
-		return output.Render(format, s.token) // the error names the formats
-	}
-	if b := s.bodies[i].Load(); b != nil {
-		return *b, nil
-	}
-	b, err := output.Render(format, s.token)
-	if err != nil {
-		return nil, err
-	}
-	s.bodies[i].Store(&b) // a racing request stores the same bytes
-	return b, nil
 }
 
 func (s *snapshot) valid(now time.Time) bool {
@@ -667,7 +633,7 @@ func (r *Rotator) refresh(c *channel, now time.Time) {
 		r.o.Metrics.SetToken(c.cfg.Label(), cur.ExpiresAt, s.status.NextRotation)
 	}
 	s.status.Valid = s.valid(now)
-	c.setServed(c.snap.Load(), s)
+	c.setServed(s)
 	c.snap.Store(s)
 	ready := s.status.Valid && c.published && !c.removed
 	if ready != c.ready {
