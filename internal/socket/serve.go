@@ -16,14 +16,14 @@ type timeouts struct {
 	readHeader, read, write, idle, shutdown time.Duration
 }
 
-// defaultTimeouts are Serve's. A request (headers and any body) must
-// arrive within 5 s. read equals readHeader on purpose: net/http then sets
-// one read deadline per request, not two, and every deadline set costs a
-// clock read and a timer update on the hot path (a GET has no body to
-// give more time to).
+// defaultTimeouts are Serve's. net/http (Go 1.26) sets four deadlines a
+// request with these (idle, headers, whole request, write), whatever their
+// values, each a clock read and a timer update: part of what a token read
+// costs over a bare server without timeouts but ReadHeaderTimeout, which
+// sets one and clears two.
 var defaultTimeouts = timeouts{
 	readHeader: 5 * time.Second,
-	read:       5 * time.Second,
+	read:       10 * time.Second,
 	write:      10 * time.Second,
 	idle:       60 * time.Second,
 	shutdown:   5 * time.Second,
