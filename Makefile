@@ -23,12 +23,7 @@ unit:
 
 # Every fuzz target, briefly, on top of its seed corpus (which `unit` runs).
 fuzz:
-	@set -e; for pkg in $$($(GO) list ./...); do \
-	  for t in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
-	    echo "fuzz $$pkg $$t ($(FUZZTIME))"; \
-	    $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$pkg; \
-	  done; \
-	done
+	GO=$(GO) FUZZTIME=$(FUZZTIME) bash .ci/fuzz
 
 # The unit file: `systemd-analyze verify` clean and exposure <= 2.0
 # (installs systemd's analyzer with apt-get when it is missing).
