@@ -36,7 +36,7 @@ type served struct {
 // readEntry is a lookup map value.
 type readEntry struct {
 	read *atomic.Pointer[served] // the channel's read slot
-	c    *channel                // for other formats and Status
+	c    *channel                // for Status
 }
 
 // rebuildLookup replaces the lookup map with one for the current channels;

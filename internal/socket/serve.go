@@ -18,7 +18,7 @@ type timeouts struct {
 
 // defaultTimeouts are Serve's. net/http (Go 1.26) sets four deadlines a
 // request with these (idle, headers, whole request, write), whatever their
-// values, each a clock read and a timer update: part of what a token read
+// (non-zero) values, each a clock read and a timer update: part of what a token read
 // costs over a bare server without timeouts but ReadHeaderTimeout, which
 // sets one and clears two.
 var defaultTimeouts = timeouts{
