@@ -21,7 +21,6 @@ import (
 
 	"github.com/tokend/tokend/internal/config"
 	"github.com/tokend/tokend/internal/daemon"
-	"github.com/tokend/tokend/internal/linefake"
 )
 
 func gomaxprocs() int { return runtime.GOMAXPROCS(0) }
@@ -194,9 +193,7 @@ func profileRun(ctx context.Context, e *env, o options, self string) error {
 	_ = c.cmd.Process.Signal(syscall.SIGUSR1) // cold.pprof done
 	// The start-up key-ID listings follow the issues: let them finish, so
 	// nothing else runs during the socket load.
-	for s.Count(linefake.EndpointKeyIDsV21) < in.n && ctx.Err() == nil {
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitListings(ctx, s, in.n)
 	time.Sleep(500 * time.Millisecond)
 	_ = c.cmd.Process.Signal(syscall.SIGUSR1) // reconcile.pprof done: the start-up listings
 	targets := tokenTargets(in.n)

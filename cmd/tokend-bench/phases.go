@@ -107,9 +107,7 @@ func oneRun(ctx context.Context, e *env, o options, self string, idx int) (runRe
 	// 3. Idle: first let the start-up reconcile (one key-ID listing per
 	// channel) finish, then measure.
 	t0 := time.Now()
-	for s.Count(linefake.EndpointKeyIDsV21)-kids0 < in.n && time.Since(t0) < 5*time.Minute {
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitListings(ctx, s, kids0+in.n)
 	time.Sleep(2 * time.Second)
 	r.idleWait = time.Since(t0)
 	cpu0, err := c.cpuTime()
@@ -140,12 +138,8 @@ func oneRun(ctx context.Context, e *env, o options, self string, idx int) (runRe
 	// 4. Socket reads: tokend and a bare server, same load generator:
 	// saturated (throughput), then paced at -paced-rate (latency).
 	bareSock := in.dir + "/bare.sock"
-	bc, err := startChild(in.dir, in.dir+"/bare.log", self, "-bare-socket", bareSock)
+	bc, err := startBare(ctx, in, self, bareSock)
 	if err != nil {
-		return r, err
-	}
-	if _, err := bc.waitReady(ctx, 30*time.Second); err != nil {
-		bc.stop()
 		return r, err
 	}
 	targets := tokenTargets(in.n)
@@ -624,18 +618,13 @@ func socketRuns(ctx context.Context, e *env, o options, self string) error {
 	if _, err := c.waitReady(ctx, 10*time.Minute); err != nil {
 		return err
 	}
-	for s.Count(linefake.EndpointKeyIDsV21) < in.n && ctx.Err() == nil {
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitListings(ctx, s, in.n)
 	time.Sleep(2 * time.Second)
-	bc, err := startChild(in.dir, in.dir+"/bare.log", self, "-bare-socket", in.dir+"/bare.sock")
+	bc, err := startBare(ctx, in, self, in.dir+"/bare.sock")
 	if err != nil {
 		return err
 	}
 	defer bc.stop()
-	if _, err := bc.waitReady(ctx, 30*time.Second); err != nil {
-		return err
-	}
 	targets := tokenTargets(in.n)
 	var rs []runResult
 	for i := range o.runs {
@@ -652,4 +641,28 @@ func socketRuns(ctx context.Context, e *env, o options, self string) error {
 		us(median(collect(rs, func(r runResult) time.Duration { return r.sockTokend.cpuPerReq() }))),
 		us(median(collect(rs, func(r runResult) time.Duration { return r.sockBare.cpuPerReq() }))))
 	return nil
+}
+
+// waitListings waits until the simulator has seen n key-ID listings in
+// all (a start's reconcile lists each channel once), ctx is done, or 5
+// minutes have passed.
+func waitListings(ctx context.Context, s *sim, n int) {
+	t0 := time.Now()
+	for s.Count(linefake.EndpointKeyIDsV21) < n && ctx.Err() == nil && time.Since(t0) < 5*time.Minute {
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// startBare starts the bare socket server (-bare-socket) on sock, in
+// in's directory, and waits for its READY=1.
+func startBare(ctx context.Context, in *instance, self, sock string) (*child, error) {
+	bc, err := startChild(in.dir, in.dir+"/bare.log", self, "-bare-socket", sock)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := bc.waitReady(ctx, 30*time.Second); err != nil {
+		bc.stop()
+		return nil, err
+	}
+	return bc, nil
 }
