@@ -17,6 +17,7 @@ import (
 // (the held one, the one everyone joined, one for a straggler), not one
 // per write. Not parallel: it swaps package hooks.
 func TestWritesShareDirectorySyncs(t *testing.T) {
+	onDurableFS(t)
 	realRename, realSyncDir := rename, syncDir
 	t.Cleanup(func() { rename, syncDir = realRename, realSyncDir })
 	const n = 32
@@ -93,6 +94,7 @@ func TestWritesShareDirectorySyncs(t *testing.T) {
 // TestSharedDirectorySyncError: every writer whose round fails gets the
 // error, with its rename done; the next round starts afresh.
 func TestSharedDirectorySyncError(t *testing.T) {
+	onDurableFS(t)
 	realSyncDir := syncDir
 	t.Cleanup(func() { syncDir = realSyncDir })
 	fail := true

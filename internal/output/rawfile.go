@@ -69,6 +69,14 @@ func (f *rawFile) Sync() error {
 	return f.err("sync", ignoringEINTR(func() error { return unix.Fsync(f.fd) }))
 }
 
+func (f *rawFile) FSType() (int64, error) {
+	var st unix.Statfs_t
+	if err := ignoringEINTR(func() error { return unix.Fstatfs(f.fd, &st) }); err != nil {
+		return 0, f.err("statfs", err)
+	}
+	return int64(st.Type), nil
+}
+
 // Close closes the descriptor once; it is not retried on EINTR (Linux
 // closes the descriptor whatever close returns).
 func (f *rawFile) Close() error {

@@ -25,7 +25,9 @@ import (
 // is fsynced, renamed over path, and the directory is fsynced. changed is
 // true once the rename has happened, even if the directory fsync then fails.
 // Concurrent writes into one directory queue for their create and rename
-// calls and share directory fsyncs (see dirState).
+// calls and share directory fsyncs (see dirState). On a file system that
+// keeps its files only in memory (tmpfs, ramfs: see inMemory) both fsyncs
+// are skipped, as they can make nothing more durable there.
 //
 // A target that exists but is not a regular file (a directory, a socket, a
 // symlink to anything but a regular file) is refused. A symlink to a
@@ -41,15 +43,14 @@ func WriteFile(path string, data []byte, mode os.FileMode) (changed bool, err er
 		return false, fmt.Errorf("output: write %s: not a file path", path)
 	}
 	dir = filepath.Dir(path) // Split leaves a trailing slash
-	if err := checkDir(dir); err != nil {
-		return false, fmt.Errorf("output: write %s: %w", path, err)
-	}
+	// The directory is looked at only when something fails, to say what
+	// is wrong with it: every write of a start costs a system call less.
 	uid, gid := -1, -1
 	old, err := os.Lstat(path)
 	switch {
-	case errors.Is(err, fs.ErrNotExist):
+	case errors.Is(err, fs.ErrNotExist): // a missing directory fails the create below
 	case err != nil:
-		return false, fmt.Errorf("output: write %s: %w", path, err)
+		return false, fmt.Errorf("output: write %s: %w", path, dirProblem(dir, err))
 	case old.Mode()&fs.ModeSymlink != 0:
 		if fi, err := os.Stat(path); err != nil || !fi.Mode().IsRegular() {
 			return false, fmt.Errorf("output: write %s: refusing to replace a symlink to something other than a regular file", path)
@@ -70,6 +71,9 @@ func WriteFile(path string, data []byte, mode os.FileMode) (changed bool, err er
 	f, err := createTemp(dir, "."+base+".tmp-*")
 	d.entries.Unlock()
 	if err != nil {
+		if derr := checkDir(dir); derr != nil {
+			return false, fmt.Errorf("output: write %s: %w", path, derr)
+		}
 		return false, fmt.Errorf("output: write %s: create temp file: %w", path, err)
 	}
 	tmp := f.Name()
@@ -94,8 +98,11 @@ func WriteFile(path string, data []byte, mode os.FileMode) (changed bool, err er
 	if err := f.Chmod(mode); err != nil {
 		return false, fmt.Errorf("output: write %s: %w", path, err)
 	}
-	if err := f.Sync(); err != nil {
-		return false, fmt.Errorf("output: write %s: %w", path, err)
+	durable := !inMemoryFS(f)
+	if durable {
+		if err := f.Sync(); err != nil {
+			return false, fmt.Errorf("output: write %s: %w", path, err)
+		}
 	}
 	closed = true
 	if err := f.Close(); err != nil {
@@ -107,10 +114,22 @@ func WriteFile(path string, data []byte, mode os.FileMode) (changed bool, err er
 	if err != nil {
 		return false, fmt.Errorf("output: write %s: %w", path, err)
 	}
+	if !durable {
+		return true, nil
+	}
 	if err := d.sync(dir); err != nil {
 		return true, fmt.Errorf("output: write %s: sync directory: %w", path, err)
 	}
 	return true, nil
+}
+
+// dirProblem returns what is wrong with dir if anything is (see
+// checkDir), else err.
+func dirProblem(dir string, err error) error {
+	if derr := checkDir(dir); derr != nil {
+		return derr
+	}
+	return err
 }
 
 // checkDir makes sure dir exists and is a directory.
@@ -162,6 +181,8 @@ type tempFile interface {
 	Chown(uid, gid int) error
 	Chmod(mode os.FileMode) error
 	Sync() error
+	// FSType is the statfs(2) f_type of the file system holding the file.
+	FSType() (int64, error)
 	Close() error
 }
 
@@ -169,10 +190,38 @@ type tempFile interface {
 // tests.
 var (
 	createTemp = createRawTemp
-	rename     = os.Rename
+	rename     = renameFile
 	syncDir    = fsyncDir
+	inMemoryFS = inMemory
 	geteuid    = os.Geteuid
 )
+
+// renameFile is rename(2), without the lstat of the target that
+// os.Rename makes first to refuse replacing a directory: WriteFile has
+// looked at the target already, and should a directory appear there since,
+// the kernel refuses to replace it with a file (EISDIR).
+func renameFile(from, to string) error {
+	if err := ignoringEINTR(func() error { return unix.Rename(from, to) }); err != nil {
+		return &os.LinkError{Op: "rename", Old: from, New: to, Err: err}
+	}
+	return nil
+}
+
+// inMemory reports whether f lies on a file system that keeps its files
+// only in memory: tmpfs (where systemd's RuntimeDirectory, /dev/shm and
+// the compose example's token volume live) or ramfs. There fsync is a
+// no-op that still costs a system call, and the directory's fsync a
+// shared round that writers wait for, yet nothing is lost without them:
+// a crash of tokend leaves the kernel's copy of every completed write and
+// rename in place, and a crash of the machine empties the file system
+// whole. The rename keeps a reader from ever seeing a partial file either
+// way. Asked of each temporary file (one fstatfs), never cached: a mount
+// over the directory changes the answer. An error answers false, so the
+// fsyncs run.
+func inMemory(f tempFile) bool {
+	t, err := f.FSType()
+	return err == nil && (t == unix.TMPFS_MAGIC || t == unix.RAMFS_MAGIC)
+}
 
 // fsyncDir makes a rename in dir durable. File systems that cannot sync a
 // directory (EINVAL, ENOTSUP) offer nothing stronger, so that is no error.

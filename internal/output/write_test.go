@@ -38,6 +38,16 @@ func write(t *testing.T, path, data string, mode os.FileMode) bool {
 	return changed
 }
 
+// onDurableFS makes WriteFile take every file system for one that needs
+// its fsyncs (as ext4 does), wherever the test's temp directory is, until
+// the test ends. Not for parallel tests: it swaps a package hook.
+func onDurableFS(t *testing.T) {
+	t.Helper()
+	real := inMemoryFS
+	t.Cleanup(func() { inMemoryFS = real })
+	inMemoryFS = func(tempFile) bool { return false }
+}
+
 func checkFile(t *testing.T, path, data string, mode os.FileMode) {
 	t.Helper()
 	got, err := os.ReadFile(path)
@@ -369,6 +379,7 @@ func (f *faultyFile) Close() error {
 // TestWriteFileFailures fails each step in turn: the old file must stay
 // whole and no temp file may remain. Not parallel: it swaps package hooks.
 func TestWriteFileFailures(t *testing.T) {
+	onDurableFS(t) // the sync and syncdir steps are skipped in memory
 	realCreate, realRename, realSyncDir, realEuid := createTemp, rename, syncDir, geteuid
 	t.Cleanup(func() { createTemp, rename, syncDir, geteuid = realCreate, realRename, realSyncDir, realEuid })
 	// Reach the chown step as any user: the temp file is chowned to the
@@ -539,5 +550,131 @@ func TestRemoveStale(t *testing.T) {
 	}
 	if n, err := RemoveStale(filepath.Join(dir, "missing", "x")); n != 0 || err != nil {
 		t.Fatalf("RemoveStale in a missing directory = %d, %v", n, err)
+	}
+}
+
+// countingFile counts its temp file's fsyncs.
+type countingFile struct {
+	tempFile
+	syncs *atomic.Int32
+}
+
+func (f countingFile) Sync() error {
+	f.syncs.Add(1)
+	return f.tempFile.Sync()
+}
+
+// TestWriteFileSyncsOnlyDurableFS: on a file system that keeps files only
+// in memory a write makes neither fsync; on any other it makes both, the
+// file's before the rename and the directory's after it. Either way the
+// file is written whole with its mode. Not parallel: it swaps package hooks.
+func TestWriteFileSyncsOnlyDurableFS(t *testing.T) {
+	realCreate, realSyncDir, realInMemory := createTemp, syncDir, inMemoryFS
+	t.Cleanup(func() { createTemp, syncDir, inMemoryFS = realCreate, realSyncDir, realInMemory })
+	for _, tt := range []struct {
+		inMemory            bool
+		fileSyncs, dirSyncs int32
+	}{
+		{inMemory: true, fileSyncs: 0, dirSyncs: 0},
+		{inMemory: false, fileSyncs: 1, dirSyncs: 1},
+	} {
+		t.Run(fmt.Sprintf("in memory %v", tt.inMemory), func(t *testing.T) {
+			var fileSyncs, dirSyncs atomic.Int32
+			var asked atomic.Int32
+			createTemp = func(dir, pattern string) (tempFile, error) {
+				f, err := realCreate(dir, pattern)
+				if err != nil {
+					return nil, err
+				}
+				return countingFile{tempFile: f, syncs: &fileSyncs}, nil
+			}
+			syncDir = func(dir string) error {
+				dirSyncs.Add(1)
+				return realSyncDir(dir)
+			}
+			inMemoryFS = func(f tempFile) bool {
+				asked.Add(1)
+				if _, err := f.FSType(); err != nil {
+					t.Errorf("FSType: %v", err)
+				}
+				return tt.inMemory
+			}
+			dir := t.TempDir()
+			path := filepath.Join(dir, "tok")
+			if !write(t, path, "token-one", 0o640) {
+				t.Fatal("changed = false for a new file")
+			}
+			checkFile(t, path, "token-one", 0o640)
+			if got := entries(t, dir); !slices.Equal(got, []string{"tok"}) {
+				t.Fatalf("left behind: %v", got)
+			}
+			if asked.Load() != 1 || fileSyncs.Load() != tt.fileSyncs || dirSyncs.Load() != tt.dirSyncs {
+				t.Fatalf("probe asked %d times, %d file fsyncs, %d directory fsyncs; want 1, %d, %d",
+					asked.Load(), fileSyncs.Load(), dirSyncs.Load(), tt.fileSyncs, tt.dirSyncs)
+			}
+		})
+	}
+}
+
+// TestInMemoryProbe checks the real probe against statfs(2) of the
+// directory: tmpfs and ramfs are in memory, anything else is not. It runs
+// in the test's temp directory and, where there is one, /dev/shm (tmpfs on
+// Linux machines with glibc's POSIX shared memory).
+func TestInMemoryProbe(t *testing.T) {
+	dirs := []string{t.TempDir()}
+	if fi, err := os.Stat("/dev/shm"); err == nil && fi.IsDir() && syscall.Access("/dev/shm", 2) == nil {
+		dirs = append(dirs, "/dev/shm")
+	}
+	for _, dir := range dirs {
+		var st syscall.Statfs_t
+		if err := syscall.Statfs(dir, &st); err != nil {
+			t.Fatal(err)
+		}
+		want := st.Type == 0x01021994 || st.Type == 0x858458f6 // TMPFS_MAGIC, RAMFS_MAGIC
+		f, err := createRawTemp(dir, ".probe-*")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := inMemory(f)
+		fsType, ferr := f.FSType()
+		_ = f.Close()
+		_ = os.Remove(f.Name())
+		if ferr != nil || fsType != int64(st.Type) {
+			t.Errorf("%s: FSType = %#x, %v; statfs says %#x", dir, fsType, ferr, st.Type)
+		}
+		if got != want {
+			t.Errorf("%s (f_type %#x): inMemory = %v; want %v", dir, st.Type, got, want)
+		}
+	}
+}
+
+// TestWriteFileDirectoryAppears: a directory that appears at the target
+// after WriteFile looked at it (renameFile does not look again) is still
+// not replaced: the kernel refuses, the error says so, and the temporary
+// file goes. Not parallel: it swaps a package hook.
+func TestWriteFileDirectoryAppears(t *testing.T) {
+	realRename := rename
+	t.Cleanup(func() { rename = realRename })
+	dir := t.TempDir()
+	path := filepath.Join(dir, "tok")
+	rename = func(from, to string) error {
+		if err := os.Mkdir(to, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return realRename(from, to)
+	}
+	changed, err := WriteFile(path, []byte("secret-token"), 0o600)
+	if changed || !errors.Is(err, syscall.EISDIR) {
+		t.Fatalf("WriteFile = %v, %v; want false and EISDIR", changed, err)
+	}
+	want := "output: write " + path + ": rename " + filepath.Join(dir, ".tok.tmp-")
+	if !strings.HasPrefix(err.Error(), want) || !strings.HasSuffix(err.Error(), " "+path+": is a directory") {
+		t.Fatalf("err = %q; want %q...%q", err, want, " "+path+": is a directory")
+	}
+	if fi, err := os.Lstat(path); err != nil || !fi.IsDir() {
+		t.Fatalf("the directory was replaced: %v, %v", fi, err)
+	}
+	if got := entries(t, dir); !slices.Equal(got, []string{"tok"}) {
+		t.Fatalf("left behind: %v", got)
 	}
 }
