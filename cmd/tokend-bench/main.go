@@ -32,6 +32,9 @@ import (
 	"time"
 )
 
+// syscallGetppid is getppid(2), which the kernel answers without work.
+var syscallGetppid = syscall.Getppid
+
 type options struct {
 	channels     int
 	runs         int
@@ -191,9 +194,35 @@ func printMachine(o options) {
 		}
 	}
 	fmt.Printf("# machine: %d cores (GOMAXPROCS %d), %s, %s %s/%s\n", runtime.NumCPU(), runtime.GOMAXPROCS(0), model, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	sc, now := callCosts()
+	fmt.Printf("# machine: a system call costs %.2f µs, a clock read %.0f ns (the medians of 5 rounds of getppid(2) and time.Now)\n",
+		us(sc), float64(now))
 	fmt.Printf("# command: tokend-bench %s\n", strings.Join(os.Args[1:], " "))
 	fmt.Printf("# config: %d channels, one raw output each, max_in_flight %d, log level %s, %d socket clients\n",
 		o.channels, o.maxInFlight, o.logLevel, o.clients)
+}
+
+// callCosts measures what this machine charges for a system call that
+// does nothing and for a clock read. Signing's cost, the baselines'
+// measure, is arithmetic; most of tokend's other work is system calls and
+// the thread wake-ups around them, so how the two compare moves targets 1
+// and 4 from one kind of machine to another (README, Performance).
+func callCosts() (sys, clock time.Duration) {
+	const n = 20000
+	var scs, nows []time.Duration
+	for range 5 {
+		start := time.Now()
+		for range n {
+			syscallGetppid()
+		}
+		scs = append(scs, time.Since(start)/n)
+		start = time.Now()
+		for range n {
+			_ = time.Now()
+		}
+		nows = append(nows, time.Since(start)/n)
+	}
+	return median(scs), median(nows)
 }
 
 func median[T int64 | float64 | time.Duration | int](xs []T) T {
