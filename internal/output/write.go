@@ -71,10 +71,7 @@ func WriteFile(path string, data []byte, mode os.FileMode) (changed bool, err er
 	f, err := createTemp(dir, "."+base+".tmp-*")
 	d.entries.Unlock()
 	if err != nil {
-		if derr := checkDir(dir); derr != nil {
-			return false, fmt.Errorf("output: write %s: %w", path, derr)
-		}
-		return false, fmt.Errorf("output: write %s: create temp file: %w", path, err)
+		return false, fmt.Errorf("output: write %s: %w", path, dirProblem(dir, fmt.Errorf("create temp file: %w", err)))
 	}
 	tmp := f.Name()
 	closed := false
