@@ -31,8 +31,10 @@ type child struct {
 }
 
 // startChild execs argv with NOTIFY_SOCKET pointing at a datagram socket
-// this process owns; stderr goes to logPath.
+// this process owns; stderr goes to logPath. Every child's start is timed,
+// so this process settles first.
 func startChild(dir string, logPath string, argv ...string) (*child, error) {
+	settle()
 	nsPath := filepath.Join(dir, "n.sock")
 	_ = os.Remove(nsPath)
 	ns, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: nsPath, Net: "unixgram"})
