@@ -168,7 +168,7 @@ func parse(data []byte, o ParseOptions) (*Config, error) {
 	var raw rawConfig
 	d := newDecoder(o.LookupEnv)
 	if root != nil && !isNull(root) {
-		d.decode(root, "", reflectValue(&raw))
+		d.decode(root, reflectValue(&raw))
 		switch {
 		case d.budget < 0:
 			return nil, Errors{d.budgetErr} // the rest is noise from a partial decode
@@ -176,7 +176,7 @@ func parse(data []byte, o ParseOptions) (*Config, error) {
 			return nil, d.errs // the file is not a mapping: nothing to validate
 		}
 	}
-	v := &validator{opts: o, lines: d.lines, failed: map[string]bool{}}
+	v := &validator{opts: o, lines: newLineFinder(root), failed: map[string]bool{}}
 	for _, e := range d.errs {
 		v.failed[e.Path] = true
 	}
