@@ -146,6 +146,17 @@ var assertionCases = []struct {
 		400, oauthErr("invalid_client", "Invalid alg")},
 	{"alg none", func(s *jwtSpec) { s.method, s.key = jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType },
 		400, oauthErr("invalid_client", "Invalid alg")},
+	{"alg unknown", func(s *jwtSpec) { s.header["alg"] = "XY512" },
+		400, oauthErr("invalid_client", "Invalid alg")},
+	{"alg missing", func(s *jwtSpec) { s.header["alg"] = nil },
+		400, oauthErr("invalid_client", "Invalid alg")},
+	{"alg HS256 and an unknown kid: the alg is checked first", func(s *jwtSpec) {
+		s.method, s.key, s.header["kid"] = jwt.SigningMethodHS256, []byte("secret"), "no-such-kid"
+	}, 400, oauthErr("invalid_client", "Invalid alg")},
+	{"unknown kid and a bad signature: the key is looked up first", func(s *jwtSpec) { s.header["kid"], s.key = "no-such-kid", keyB },
+		404, message("Cannot find channel key that satisfies the conditions")},
+	{"bad signature and exp in the past: the signature is checked first", func(s *jwtSpec) { s.key, s.claims["exp"] = keyB, num0(s)-1 },
+		400, oauthErr("invalid_client", "Invalid signature")},
 }
 
 // num0 is the test clock's now in Unix seconds, read back from the default
