@@ -68,20 +68,15 @@ type step struct {
 
 // path spells out the path of the node being decoded; "" at the root.
 func (d *decoder) path() string {
-	var b []byte
+	p := ""
 	for _, s := range d.at {
 		if s.index >= 0 {
-			b = append(b, '[')
-			b = strconv.AppendInt(b, int64(s.index), 10)
-			b = append(b, ']')
-			continue
+			p = indexPath(p, s.index)
+		} else {
+			p = joinKey(p, s.key)
 		}
-		if len(b) > 0 {
-			b = append(b, '.') // as joinKey
-		}
-		b = append(b, s.key...)
 	}
-	return string(b)
+	return p
 }
 
 // yamlErrRE matches yaml.v3's syntax errors: "yaml: line 3: did not find expected key".
@@ -185,6 +180,9 @@ func joinKey(path, key string) string {
 	}
 	return path + "." + key
 }
+
+// indexPath is the path of item i of the list at path.
+func indexPath(path string, i int) string { return path + "[" + strconv.Itoa(i) + "]" }
 
 // exhausted counts a visit to n and says whether the budget is spent.
 func (d *decoder) exhausted(n *yaml.Node) bool {

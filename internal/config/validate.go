@@ -427,12 +427,10 @@ func isDigits(s string) bool {
 }
 
 // channelPath is the YAML path of channels[i].
-func channelPath(i int) string { return "channels[" + strconv.Itoa(i) + "]" }
+func channelPath(i int) string { return indexPath("channels", i) }
 
 // outputPath is the YAML path of channels[i].outputs[j].path.
-func outputPath(i, j int) string {
-	return channelPath(i) + ".outputs[" + strconv.Itoa(j) + "].path"
-}
+func outputPath(i, j int) string { return indexPath(channelPath(i)+".outputs", j) + ".path" }
 
 // channels resolves and validates every channel, and checks that ids,
 // names and output files are not shared. The maps of first uses hold
@@ -617,7 +615,7 @@ func (v *validator) channel(p string, rc *rawChannel, def *rawDefaults) Channel 
 		ch.Outputs = make([]Output, 0, len(rc.Outputs))
 	}
 	for j := range rc.Outputs {
-		ch.Outputs = append(ch.Outputs, v.output(p+".outputs["+strconv.Itoa(j)+"]", &rc.Outputs[j]))
+		ch.Outputs = append(ch.Outputs, v.output(indexPath(p+".outputs", j), &rc.Outputs[j]))
 	}
 	for j := range rc.OnRotate {
 		ch.OnRotate = append(ch.OnRotate, v.hook(fmt.Sprintf("%s.on_rotate[%d]", p, j), &rc.OnRotate[j]))
