@@ -135,6 +135,15 @@ func isNull(n *yaml.Node) bool {
 	return n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null"
 }
 
+// target is the node n stands for: the anchored node if n is an alias to
+// a known anchor, else n itself.
+func target(n *yaml.Node) *yaml.Node {
+	if n.Kind == yaml.AliasNode && n.Alias != nil {
+		return n.Alias
+	}
+	return n
+}
+
 // nodeKind names a node's kind for an error message.
 func nodeKind(n *yaml.Node) string {
 	switch n.Kind {
@@ -204,14 +213,11 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value) {
 	if d.visit != nil {
 		d.visit(d.path(), n.Line)
 	}
-	if n.Kind == yaml.AliasNode {
-		if n.Alias == nil {
-			d.fail("", n.Line, "alias to an unknown anchor")
-			return
-		}
-		n = n.Alias
+	if n.Kind == yaml.AliasNode && n.Alias == nil {
+		d.fail("", n.Line, "alias to an unknown anchor")
+		return
 	}
-	if isNull(n) {
+	if n = target(n); isNull(n) {
 		return // `key:` or `key: ~` leaves the key unset
 	}
 	t := v.Type()
@@ -399,9 +405,7 @@ func (d *decoder) addPairs(ps *pairList, n *yaml.Node, depth int) {
 		if d.exhausted(m) || depth > 32 {
 			return
 		}
-		if m.Kind == yaml.AliasNode && m.Alias != nil {
-			m = m.Alias
-		}
+		m = target(m)
 		var sources []*yaml.Node
 		if m.Kind == yaml.SequenceNode {
 			sources = m.Content
@@ -409,10 +413,7 @@ func (d *decoder) addPairs(ps *pairList, n *yaml.Node, depth int) {
 			sources = []*yaml.Node{m}
 		}
 		for _, s := range sources {
-			if s.Kind == yaml.AliasNode && s.Alias != nil {
-				s = s.Alias
-			}
-			if s.Kind != yaml.MappingNode {
+			if s = target(s); s.Kind != yaml.MappingNode {
 				d.failAt(joinKey(d.path(), "<<"), "", s.Line, "a merge key (<<) must merge a mapping or a list of mappings")
 				continue
 			}
@@ -571,14 +572,9 @@ func (l *lineFinder) line(p string) int {
 		return 0 // decode never ran
 	}
 	for first := true; p != ""; first = false {
-		// Step into n as decode does.
-		if n.Kind == yaml.AliasNode {
-			if n.Alias == nil {
-				return 0
-			}
-			n = n.Alias
-		}
-		if isNull(n) {
+		// Step into n as decode does (an alias to an unknown anchor
+		// matches no case below).
+		if n = target(n); isNull(n) {
 			return 0
 		}
 		for t.Kind() == reflect.Pointer {
