@@ -84,12 +84,12 @@ func main() {
 	flag.BoolVar(&o.storm, "storm", true, "run the rotation storm")
 	flag.DurationVar(&o.stormTimeout, "storm-timeout", 5*time.Minute, "give up on a storm after this long")
 	flag.DurationVar(&o.stormLead, "storm-lead", 10*time.Second, "in the storm, a token falls due for rotation this long after its issue")
-	flag.StringVar(&o.profileDir, "profile", "", "also profile a cold start and a socket load; CPU profiles and pprof -top go to this directory")
+	flag.StringVar(&o.profileDir, "profile", "", "also profile a cold start and a socket load (after the runs, also with -cold-only); CPU profiles and pprof -top go to this directory")
 	flag.StringVar(&o.tokendBin, "tokend", "", "tokend binary (default: go build ./cmd/tokend into a temp dir)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temp directory")
 	flag.StringVar(&o.outputs, "outputs", "/dev/shm", "directory for the token files, as in the documented deployments (systemd: /run/tokend/tokens, compose: a tmpfs volume); \"\": in the temp directory, with the store")
 	flag.BoolVar(&o.coldOnly, "cold-only", false, "measure only the cold start and its signing baseline, -runs times (quick work on target 1)")
-	flag.BoolVar(&o.socketOnly, "socket-only", false, "measure only target 4's throughput: one cold start, then -runs alternating saturated loads of tokend and the bare server (quick work on target 4)")
+	flag.BoolVar(&o.socketOnly, "socket-only", false, "measure only target 4: one cold start, then -runs rounds of alternating loads of tokend and the bare server, saturated (throughput) and at -paced-rate (latency) (quick work on target 4)")
 	flag.Parse()
 	if o.channels < 1 || o.runs < 1 || o.clients < 1 || o.pacedRate <= 0 || o.stormLead < time.Second || o.stormLead > time.Minute {
 		fmt.Fprintln(os.Stderr, "tokend-bench: -channels, -runs, -clients and -paced-rate must be positive, -storm-lead from 1s to 1m")
@@ -144,7 +144,10 @@ func run(ctx context.Context, o options) error {
 	fmt.Printf("# files: store and sockets in %s (%s), token files in %s (%s)\n", tmp, fsType(tmp), outs, fsType(filepath.Dir(outs)))
 
 	if o.coldOnly {
-		return coldRuns(ctx, env, o)
+		if err := coldRuns(ctx, env, o); err != nil || o.profileDir == "" {
+			return err
+		}
+		return profileRun(ctx, env, o, self)
 	}
 	if o.socketOnly {
 		return socketRuns(ctx, env, o, self)

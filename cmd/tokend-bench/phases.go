@@ -643,13 +643,18 @@ func socketRuns(ctx context.Context, e *env, o options, self string) error {
 		}
 		var r runResult
 		r.sockTokend, r.sockBare = alternate(ctx, c, bc, in.socket, in.dir+"/bare.sock", o, targets, 0)
+		r.pacedTokend, r.pacedBare = alternate(ctx, c, bc, in.socket, in.dir+"/bare.sock", o, targets, o.pacedRate)
 		r.printSocket(fmt.Sprintf("  %d/%d ", i+1, o.runs))
+		r.printPaced(fmt.Sprintf("  %d/%d ", i+1, o.runs))
 		rs = append(rs, r)
 	}
 	fmt.Printf("socket_throughput ratio median %.3f of %d runs (target >= %.1f); server CPU per request: tokend %.1fµs, bare %.1fµs\n",
 		median(collect(rs, func(r runResult) float64 { return r.sockRatio() })), o.runs, targetSockRatio,
 		us(median(collect(rs, func(r runResult) time.Duration { return r.sockTokend.cpuPerReq() }))),
 		us(median(collect(rs, func(r runResult) time.Duration { return r.sockBare.cpuPerReq() }))))
+	fmt.Printf("socket_latency paced p99 median %v of %d runs (target <= %v); bare %v\n",
+		median(collect(rs, func(r runResult) time.Duration { return r.pacedTokend.p99 })).Round(time.Microsecond), o.runs, targetSockP99,
+		median(collect(rs, func(r runResult) time.Duration { return r.pacedBare.p99 })).Round(time.Microsecond))
 	return nil
 }
 

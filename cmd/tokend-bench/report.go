@@ -21,8 +21,7 @@ func (r runResult) print(indent string) {
 	fmt.Printf("%swarm_restart %s (READY=1 %s, socket %s)  issues %d  rewrites %d\n", indent, secs(r.warm), secs(r.warmNotify), secs(r.warmSocket), r.warmIssues, r.warmRewrites)
 	fmt.Printf("%sidle cpu %.3f%% of a core  rss %s  (start-up reconcile took %s before the window)\n", indent, 100*r.idleCPU, mib(r.idleRSS), secs(r.idleWait))
 	r.printSocket(indent)
-	fmt.Printf("%ssocket paced tokend %.0f req/s p50 %v p99 %v errs %d | bare %.0f req/s p50 %v p99 %v\n", indent,
-		r.pacedTokend.rps(), r.pacedTokend.p50, r.pacedTokend.p99, r.pacedTokend.errs, r.pacedBare.rps(), r.pacedBare.p50, r.pacedBare.p99)
+	r.printPaced(indent)
 	fmt.Printf("%srss after the socket loads %s\n", indent, mib(r.loadRSS))
 	if st := r.storm; st.ran {
 		fmt.Printf("%sstorm rotated %d in %s (due within %s)  max concurrent %d  lapses %d in %d samples  issue calls %d  revokes %d\n", indent,
@@ -36,6 +35,12 @@ func (r runResult) printSocket(indent string) {
 	fmt.Printf("%ssocket tokend %.0f req/s p50 %v p99 %v errs %d cpu %.1fµs/req | bare %.0f req/s p50 %v p99 %v errs %d cpu %.1fµs/req  ratio %.3f\n", indent,
 		r.sockTokend.rps(), r.sockTokend.p50, r.sockTokend.p99, r.sockTokend.errs, us(r.sockTokend.cpuPerReq()),
 		r.sockBare.rps(), r.sockBare.p50, r.sockBare.p99, r.sockBare.errs, us(r.sockBare.cpuPerReq()), r.sockRatio())
+}
+
+// printPaced prints the loads at -paced-rate: target 4's latency.
+func (r runResult) printPaced(indent string) {
+	fmt.Printf("%ssocket paced tokend %.0f req/s p50 %v p99 %v errs %d | bare %.0f req/s p50 %v p99 %v\n", indent,
+		r.pacedTokend.rps(), r.pacedTokend.p50, r.pacedTokend.p99, r.pacedTokend.errs, r.pacedBare.rps(), r.pacedBare.p50, r.pacedBare.p99)
 }
 
 // sockRatio is target 4's throughput figure.
