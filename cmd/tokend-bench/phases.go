@@ -630,7 +630,8 @@ func socketRuns(ctx context.Context, e *env, o options, self string) error {
 	}
 	waitListings(ctx, s, in.n)
 	time.Sleep(2 * time.Second)
-	bc, err := startBare(ctx, in, self, in.dir+"/bare.sock")
+	bareSock := in.dir + "/bare.sock"
+	bc, err := startBare(ctx, in, self, bareSock)
 	if err != nil {
 		return err
 	}
@@ -642,19 +643,18 @@ func socketRuns(ctx context.Context, e *env, o options, self string) error {
 			return ctx.Err()
 		}
 		var r runResult
-		r.sockTokend, r.sockBare = alternate(ctx, c, bc, in.socket, in.dir+"/bare.sock", o, targets, 0)
-		r.pacedTokend, r.pacedBare = alternate(ctx, c, bc, in.socket, in.dir+"/bare.sock", o, targets, o.pacedRate)
-		r.printSocket(fmt.Sprintf("  %d/%d ", i+1, o.runs))
-		r.printPaced(fmt.Sprintf("  %d/%d ", i+1, o.runs))
+		r.sockTokend, r.sockBare = alternate(ctx, c, bc, in.socket, bareSock, o, targets, 0)
+		r.pacedTokend, r.pacedBare = alternate(ctx, c, bc, in.socket, bareSock, o, targets, o.pacedRate)
+		indent := fmt.Sprintf("  %d/%d ", i+1, o.runs)
+		r.printSocket(indent)
+		r.printPaced(indent)
 		rs = append(rs, r)
 	}
 	fmt.Printf("socket_throughput ratio median %.3f of %d runs (target >= %.1f); server CPU per request: tokend %.1fµs, bare %.1fµs\n",
 		median(collect(rs, func(r runResult) float64 { return r.sockRatio() })), o.runs, targetSockRatio,
 		us(median(collect(rs, func(r runResult) time.Duration { return r.sockTokend.cpuPerReq() }))),
 		us(median(collect(rs, func(r runResult) time.Duration { return r.sockBare.cpuPerReq() }))))
-	fmt.Printf("socket_latency paced p99 median %v of %d runs (target <= %v); bare %v\n",
-		median(collect(rs, func(r runResult) time.Duration { return r.pacedTokend.p99 })).Round(time.Microsecond), o.runs, targetSockP99,
-		median(collect(rs, func(r runResult) time.Duration { return r.pacedBare.p99 })).Round(time.Microsecond))
+	summaryPaced(rs, o)
 	return nil
 }
 

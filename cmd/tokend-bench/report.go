@@ -66,6 +66,19 @@ func collect[T any](rs []runResult, f func(runResult) T) []T {
 	return out
 }
 
+// summaryPaced prints target 4's latency line: the medians of the
+// runs' paced loads.
+func summaryPaced(rs []runResult, o options) {
+	pr := median(collect(rs, func(r runResult) float64 { return r.pacedTokend.rps() }))
+	pp50 := median(collect(rs, func(r runResult) time.Duration { return r.pacedTokend.p50 }))
+	pp99 := median(collect(rs, func(r runResult) time.Duration { return r.pacedTokend.p99 }))
+	pbp99 := median(collect(rs, func(r runResult) time.Duration { return r.pacedBare.p99 }))
+	perrs := slicesMax(collect(rs, func(r runResult) int { return r.pacedTokend.errs }))
+	fmt.Printf("socket_latency: paced %.0f req/s (%d clients): p50 %v  p99 %v  (bare p99 %v)  non-200 %d  (target p99 <= %v) %s\n",
+		pr, o.clients, pp50.Round(time.Microsecond), pp99.Round(time.Microsecond), pbp99.Round(time.Microsecond), perrs, targetSockP99,
+		verdict(pp99 <= targetSockP99 && perrs == 0))
+}
+
 func summary(rs []runResult, o options) {
 	n := o.channels
 	cold := median(collect(rs, func(r runResult) time.Duration { return r.cold }))
@@ -103,14 +116,7 @@ func summary(rs []runResult, o options) {
 	fmt.Printf("socket_throughput: %.0f req/s  baseline(bare net/http, %d clients): %.0f req/s  ratio %.2f (target >= %.1f) %s\n",
 		tr, o.clients, br, sr, targetSockRatio, verdict(sr >= targetSockRatio && errs == 0))
 	fmt.Printf("socket_cpu: server CPU per request, saturated: tokend %.1fµs  bare %.1fµs  (for reference: where the throughput goes)\n", us(tcpu), us(bcpu))
-	pr := median(collect(rs, func(r runResult) float64 { return r.pacedTokend.rps() }))
-	pp50 := median(collect(rs, func(r runResult) time.Duration { return r.pacedTokend.p50 }))
-	pp99 := median(collect(rs, func(r runResult) time.Duration { return r.pacedTokend.p99 }))
-	pbp99 := median(collect(rs, func(r runResult) time.Duration { return r.pacedBare.p99 }))
-	perrs := slicesMax(collect(rs, func(r runResult) int { return r.pacedTokend.errs }))
-	fmt.Printf("socket_latency: paced %.0f req/s (%d clients): p50 %v  p99 %v  (bare p99 %v)  non-200 %d  (target p99 <= %v) %s\n",
-		pr, o.clients, pp50.Round(time.Microsecond), pp99.Round(time.Microsecond), pbp99.Round(time.Microsecond), perrs, targetSockP99,
-		verdict(pp99 <= targetSockP99 && perrs == 0))
+	summaryPaced(rs, o)
 	fmt.Printf("rss_after_load: %s  (after every socket load; for reference)\n", mib(median(collect(rs, func(r runResult) int64 { return r.loadRSS }))))
 	fmt.Printf("socket_latency_saturated: p50 %v  p99 %v  (bare p99 %v)  non-200 %d  (queueing: %d clients / throughput; for reference)\n",
 		p50.Round(time.Microsecond), p99.Round(time.Microsecond), bp99.Round(time.Microsecond), errs, o.clients)
