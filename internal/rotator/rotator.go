@@ -497,8 +497,8 @@ func (r *Rotator) Reload(channels []Channel) error {
 				r.o.Metrics.ForgetChannel(c.cfg.Label())
 			}
 			c.cfg, c.signer = ch, fresh.signer
-			c.assertionText = "" // the key may have changed
-			c.published = false  // outputs may have changed; unchanged files are not rewritten
+			c.dropAssertion()   // the key may have changed
+			c.published = false // outputs may have changed; unchanged files are not rewritten
 			c.issue, c.reconcile, c.revoke, c.publishTry = attempt{}, attempt{}, attempt{}, attempt{}
 			c.mu.Unlock()
 			r.arm(c, time.Time{})

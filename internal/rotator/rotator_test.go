@@ -545,6 +545,18 @@ func TestStartSignsOneAssertionPerChannel(t *testing.T) {
 			t.Error("start signed separate assertions for listing and issuing")
 		}
 	}
+	// Once the start's listing has used it, no later step could: each
+	// channel forgets it rather than hold a live credential for nothing.
+	h.rot.mu.Lock()
+	defer h.rot.mu.Unlock()
+	for _, c := range h.rot.chans {
+		c.mu.Lock()
+		held := c.assertionText != ""
+		c.mu.Unlock()
+		if held {
+			t.Errorf("channel %s still holds its assertion after its start", c.cfg.ID)
+		}
+	}
 }
 
 // TestBurst: many steps in progress at once (a start with many channels)
