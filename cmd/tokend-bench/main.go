@@ -37,6 +37,7 @@ type options struct {
 	runs         int
 	idle         time.Duration
 	socketFor    time.Duration
+	warmup       time.Duration
 	clients      int
 	pacedRate    float64
 	maxInFlight  int
@@ -76,6 +77,7 @@ func main() {
 	flag.IntVar(&o.runs, "runs", 3, "runs; figures are medians")
 	flag.DurationVar(&o.idle, "idle", 60*time.Second, "idle measurement window")
 	flag.DurationVar(&o.socketFor, "socket-duration", 5*time.Second, "socket load duration, for tokend and for the bare server each")
+	flag.DurationVar(&o.warmup, "warmup", time.Second, "before each server's measured socket turns, a load of this long, the same kind, not counted (printed for reference): it pays for each channel's first read and for the heap regrowing after the idle window; 0: none")
 	flag.IntVar(&o.clients, "clients", 64, "concurrent socket clients")
 	flag.Float64Var(&o.pacedRate, "paced-rate", 10000, "requests a second, all clients together, for the latency measurement (below saturation)")
 	flag.IntVar(&o.maxInFlight, "max-in-flight", 16, "line.max_in_flight")

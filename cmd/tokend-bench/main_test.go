@@ -36,7 +36,7 @@ func TestSmoke(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	o := options{
-		channels: 50, runs: 1, idle: time.Second, socketFor: 200 * time.Millisecond,
+		channels: 50, runs: 1, idle: time.Second, socketFor: 200 * time.Millisecond, warmup: 50 * time.Millisecond,
 		clients: 8, pacedRate: 1000, maxInFlight: 4, logLevel: "warn",
 		storm: true, stormTimeout: time.Minute, stormLead: 2 * time.Second,
 		tokendBin: bin,

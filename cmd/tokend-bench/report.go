@@ -35,7 +35,14 @@ func (r runResult) printSocket(indent string) {
 	fmt.Printf("%ssocket tokend %.0f req/s p50 %v p99 %v errs %d cpu %.1fµs/req | bare %.0f req/s p50 %v p99 %v errs %d cpu %.1fµs/req  ratio %.3f\n", indent,
 		r.sockTokend.rps(), r.sockTokend.p50, r.sockTokend.p99, r.sockTokend.errs, us(r.sockTokend.cpuPerReq()),
 		r.sockBare.rps(), r.sockBare.p50, r.sockBare.p99, r.sockBare.errs, us(r.sockBare.cpuPerReq()), r.sockRatio())
+	if w := r.warmTokend; w.reqs > 0 {
+		fmt.Printf("%s  (warm-up, not counted: tokend %.0f req/s cpu %.1fµs/req | bare %.0f req/s cpu %.1fµs/req  ratio %.3f)\n", indent,
+			w.rps(), us(w.cpuPerReq()), r.warmBare.rps(), us(r.warmBare.cpuPerReq()), r.warmRatio())
+	}
 }
+
+// warmRatio is the throughput ratio of the -warmup loads (for reference).
+func (r runResult) warmRatio() float64 { return r.warmTokend.rps() / r.warmBare.rps() }
 
 // printPaced prints the loads at -paced-rate: target 4's latency.
 func (r runResult) printPaced(indent string) {
@@ -116,6 +123,12 @@ func summary(rs []runResult, o options) {
 	fmt.Printf("socket_throughput: %.0f req/s  baseline(bare net/http, %d clients): %.0f req/s  ratio %.2f (target >= %.1f) %s\n",
 		tr, o.clients, br, sr, targetSockRatio, verdict(sr >= targetSockRatio && errs == 0))
 	fmt.Printf("socket_cpu: server CPU per request, saturated: tokend %.1fµs  bare %.1fµs  (for reference: where the throughput goes)\n", us(tcpu), us(bcpu))
+	if o.warmup > 0 {
+		fmt.Printf("socket_warmup: the first %s of each server's load, not counted: ratio %.2f  tokend %.1fµs  bare %.1fµs a request  (for reference)\n", o.warmup,
+			median(collect(rs, func(r runResult) float64 { return r.warmRatio() })),
+			us(median(collect(rs, func(r runResult) time.Duration { return r.warmTokend.cpuPerReq() }))),
+			us(median(collect(rs, func(r runResult) time.Duration { return r.warmBare.cpuPerReq() }))))
+	}
 	summaryPaced(rs, o)
 	fmt.Printf("rss_after_load: %s  (after every socket load; for reference)\n", mib(median(collect(rs, func(r runResult) int64 { return r.loadRSS }))))
 	fmt.Printf("socket_latency_saturated: p50 %v  p99 %v  (bare p99 %v)  non-200 %d  (queueing: %d clients / throughput; for reference)\n",
