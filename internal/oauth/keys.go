@@ -171,7 +171,7 @@ func parsePEM(data []byte) (*rsa.PrivateKey, error) {
 		b = keyBlocks[0]
 	}
 
-	//nolint:staticcheck // IsEncryptedPEMBlock is deprecated but is the way to detect legacy encryption.
+	//lint:ignore SA1019 deprecated because legacy PEM encryption is insecure; here it only detects such a key, to refuse it.
 	if x509.IsEncryptedPEMBlock(b) || b.Type == "ENCRYPTED PRIVATE KEY" {
 		return nil, errors.New("PEM key is encrypted; tokend needs it unencrypted (e.g. openssl pkey -in KEY -out KEY.plain), protected by file permissions")
 	}

@@ -38,11 +38,11 @@ func WriteFile(path string, data []byte, mode os.FileMode) (changed bool, err er
 	if mode&^fs.ModePerm != 0 {
 		return false, fmt.Errorf("output: write %s: mode %v has bits other than permissions", path, mode)
 	}
-	dir, base := filepath.Split(path)
+	_, base := filepath.Split(path)
 	if base == "" || base == "." || base == ".." {
 		return false, fmt.Errorf("output: write %s: not a file path", path)
 	}
-	dir = filepath.Dir(path) // Split leaves a trailing slash
+	dir := filepath.Dir(path) // not Split's: it leaves a trailing slash
 	// The directory is looked at only when something fails, to say what
 	// is wrong with it: every write of a start costs a system call less.
 	uid, gid := -1, -1

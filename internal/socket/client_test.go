@@ -145,7 +145,7 @@ func TestClientOddResponses(t *testing.T) {
 			"tokend at %s sent an empty token", "read status from tokend at %s: EOF", false},
 		{"huge 200", fixed(200, "text/plain", strings.Repeat("a", maxTokenBody+1)),
 			"tokend at %s sent more than 65536 bytes for a token", "read status from tokend at %s: invalid character 'a' looking for beginning of value", false},
-		{"redirect", http.RedirectHandler("/elsewhere", 301),
+		{"redirect", http.RedirectHandler("/elsewhere", http.StatusMovedPermanently),
 			`unknown channel "shop-bot"`, "tokend at %s: 301 Moved Permanently: <a href=\"/elsewhere\">Moved Permanently</a>.", false},
 	}
 	for _, tt := range tests {
