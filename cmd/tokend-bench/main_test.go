@@ -3,9 +3,13 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 )
@@ -85,5 +89,46 @@ func TestRawGetAllocatesNothing(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Fatalf("a request allocates %.1f times, want 0", allocs)
+	}
+}
+
+// TestLoadConnectsBeforeWindow: every client connects before the load's
+// window opens, not at its first request: paced at one request a second
+// per client, the 8 clients' first requests are spread over a second, and
+// so would their connects be.
+func TestLoadConnectsBeforeWindow(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "s.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var accepts []time.Time
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("t")) }),
+		ConnState: func(_ net.Conn, s http.ConnState) {
+			if s == http.StateNew {
+				mu.Lock()
+				accepts = append(accepts, time.Now())
+				mu.Unlock()
+			}
+		},
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+
+	const clients = 8
+	res := load(context.Background(), sock, clients, time.Second, []string{"/t"}, true, clients)
+	if res.errs != 0 || res.reqs == 0 {
+		t.Fatalf("load: %d requests, %d errors", res.reqs, res.errs)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(accepts) != clients {
+		t.Fatalf("%d connections; want %d, one a client", len(accepts), clients)
+	}
+	slices.SortFunc(accepts, time.Time.Compare)
+	if spread := accepts[clients-1].Sub(accepts[0]); spread > 300*time.Millisecond {
+		t.Fatalf("the clients connected over %v: at their first requests, inside the window", spread)
 	}
 }

@@ -28,11 +28,9 @@ func dialRaw(path string) *rawConn { return &rawConn{path: path} }
 // A broken connection is closed and redialled by the next call.
 func (rc *rawConn) get(target string) (int, error) {
 	if rc.c == nil {
-		c, err := net.DialTimeout("unix", rc.path, 10*time.Second)
-		if err != nil {
+		if err := rc.connect(); err != nil {
 			return 0, err
 		}
-		rc.c, rc.r = c, bufio.NewReaderSize(c, 4096)
 	}
 	rc.req = append(rc.req[:0], "GET "...)
 	rc.req = append(rc.req, target...)
@@ -43,6 +41,16 @@ func (rc *rawConn) get(target string) (int, error) {
 		rc.close()
 	}
 	return status, err
+}
+
+// connect dials the socket; get calls it when the connection is not open.
+func (rc *rawConn) connect() error {
+	c, err := net.DialTimeout("unix", rc.path, 10*time.Second)
+	if err != nil {
+		return err
+	}
+	rc.c, rc.r = c, bufio.NewReaderSize(c, 4096)
+	return nil
 }
 
 func (rc *rawConn) roundTrip() (int, error) {
