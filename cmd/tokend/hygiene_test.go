@@ -163,6 +163,30 @@ func TestSecretHygiene(t *testing.T) {
 		return seen("hook ran hyg-jwk") >= 2
 	})
 	h.collect(sock, tcp, metricsAddr, "after rotation")
+
+	// A reload that would read a private key others may read is rejected,
+	// naming the file and the fix, and the channels stay served (the log
+	// is scanned for the key below, with everything else).
+	keyPath := filepath.Join(e.dir, "key.jwk")
+	if err := os.Chmod(keyPath, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	h.waitAlive(p, "the rejected reload", 10*time.Second, func() bool {
+		return seen("reload rejected; the running configuration stays in force") > 0
+	})
+	if !strings.Contains(log.String(), "chmod 600 "+keyPath) {
+		h.errorf("the rejected reload does not say to run chmod 600 %s; log:\n%s", keyPath, relTail(log.String(), 3000))
+	}
+	if code, _, err := relGet(sock, "/v1/channels/hyg-jwk/token"); err != nil || code != http.StatusOK {
+		h.errorf("hyg-jwk after the rejected reload: %d %v, want 200", code, err)
+	}
+	if err := os.Chmod(keyPath, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
