@@ -4,10 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -178,6 +180,105 @@ func TestReconcileReplacesRevokedTokenAndCountsOrphans(t *testing.T) {
 	}
 	if _, st2, _ := h.rot.Token(h.chans[1].ID); st2.Orphans != 0 {
 		t.Errorf("other channel has %d orphans", st2.Orphans)
+	}
+}
+
+// issueGate holds every v2.1 issue request, once armed, until released:
+// a step's later LINE call, in flight for as long as a test needs.
+type issueGate struct {
+	rt      http.RoundTripper
+	armed   atomic.Bool
+	arrived chan struct{}
+	release chan struct{}
+}
+
+func (g *issueGate) RoundTrip(req *http.Request) (*http.Response, error) {
+	if g.armed.Load() && req.Method == http.MethodPost && req.URL.Path == "/oauth2/v2.1/token" {
+		g.arrived <- struct{}{}
+		<-g.release
+	}
+	return g.rt.RoundTrip(req)
+}
+
+// What a reconcile logs about a channel (orphans, a failure), its status
+// already shows: not only at the end of the step, after the step's issue
+// and revoke calls to LINE, which may take seconds. An operator who reads
+// the log line and then asks the socket sees the same.
+func TestStatusShowsWhatReconcileLoggedBeforeTheStepsNextCall(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		setup func(h *harness, ch Channel)
+		want  func(st ChannelStatus) string
+		log   string
+	}{
+		{
+			name: "orphan",
+			setup: func(h *harness, ch Channel) {
+				a := linefake.Assertion(ch.ID, testKID, sharedKey(t), h.clock.Now(), 30*day)
+				if _, err := h.line.IssueChannelAccessTokenV2_1(context.Background(), a); err != nil {
+					t.Fatal(err)
+				}
+			},
+			want: func(st ChannelStatus) string {
+				if st.Orphans != 1 {
+					return fmt.Sprintf("orphan_key_ids %d, want 1", st.Orphans)
+				}
+				return ""
+			},
+			log: "LINE holds valid tokens tokend does not track (orphans); they count against the limit of 30 until they expire",
+		},
+		{
+			name: "reconcile failure",
+			setup: func(h *harness, ch Channel) {
+				h.sim.SetFault(linefake.EndpointKeyIDsV21, linefake.Fault{Status: http.StatusInternalServerError, Times: 1})
+			},
+			want: func(st ChannelStatus) string {
+				if !strings.Contains(st.LastError, "list valid key IDs") {
+					return fmt.Sprintf("last_error %q, want the listing's failure", st.LastError)
+				}
+				return ""
+			},
+			log: "reconcile failed",
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, 1, nil)
+			g := &issueGate{rt: http.DefaultTransport.(*http.Transport).Clone(), arrived: make(chan struct{}), release: make(chan struct{})}
+			line, err := oauth.NewClient(oauth.Options{BaseURL: h.srv.URL, Timeout: time.Minute, HTTPClient: &http.Client{Transport: g}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			h.line, h.opts.LINE = line, line
+			h.start()
+			ch := h.chans[0]
+			tc.setup(h, ch)
+			_, st, _ := h.rot.Token(ch.ID)
+			if msg := tc.want(st); msg == "" {
+				t.Fatalf("before the reconcile the status already shows it: %+v", st)
+			}
+			// One jump past the rotation: the step that wakes must reconcile
+			// (listing first, the token being served) and then issue.
+			g.armed.Store(true)
+			h.clock.Advance(st.NextRotation.Sub(h.clock.Now()) + ch.ReconcileEvery)
+			select {
+			case <-g.arrived:
+			case <-time.After(30 * time.Second):
+				t.Fatal("the rotation's issue call never came")
+			}
+			if h.logCount(tc.log) == 0 {
+				t.Errorf("%q not logged before the issue call", tc.log)
+			}
+			_, st, _ = h.rot.Token(ch.ID)
+			if msg := tc.want(st); msg != "" {
+				t.Errorf("with the step's issue call in flight, after the log said %q, the status says %s", tc.log, msg)
+			}
+			g.armed.Store(false)
+			close(g.release)
+			h.settle()
+			if h.sim.Count(linefake.EndpointIssueV21) < 2 {
+				t.Error("the rotation did not issue")
+			}
+		})
 	}
 }
 

@@ -241,6 +241,7 @@ func (r *Rotator) fail(c *channel, a *attempt, now time.Time, msg string, err er
 	a.at = now.Add(d)
 	c.lastErr = err.Error()
 	c.lastErrAt = now
+	r.refresh(c, r.clock.Now()) // the status shows the error before the log does
 	fields := []zap.Field{zap.Error(err), zap.String("cause", oauth.Cause(err)), zap.Int("failures", a.failures), zap.Duration("retry_in", d)}
 	if fix := remedy(err, c); fix != "" {
 		r.logFor(c).Error(msg, append(fields, zap.String("fix", fix))...)
@@ -393,8 +394,13 @@ func (r *Rotator) applyKeyIDs(c *channel, now time.Time, kids []string) {
 		}
 	}
 	slices.Sort(orphans)
-	c.orphans = len(orphans)
 	r.o.Metrics.SetOrphans(c.cfg.Label(), len(orphans))
+	if len(orphans) != c.orphans {
+		// The status shows the count before the log names the orphans,
+		// not at the end of the step, after its issue and revoke calls.
+		c.orphans = len(orphans)
+		r.refresh(c, r.clock.Now())
+	}
 	if len(orphans) > 0 {
 		r.logFor(c).Warn("LINE holds valid tokens tokend does not track (orphans); they count against the limit of 30 until they expire",
 			zap.Strings("orphan_key_ids", orphans), zap.Int("valid_at_line", len(kids)))
