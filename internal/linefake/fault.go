@@ -3,7 +3,6 @@ package linefake
 import (
 	"net"
 	"net/http"
-	"strings"
 	"time"
 )
 
@@ -98,7 +97,7 @@ func (s *Server) serveFault(w http.ResponseWriter, r *http.Request, entry Reques
 		}
 	}
 	if f.BodySize > len(resp.body) {
-		resp.body = append(resp.body, strings.Repeat(" ", f.BodySize-len(resp.body))...)
+		resp.pad = f.BodySize - len(resp.body)
 	}
 	if f.RetryAfter != "" {
 		if resp.header == nil {

@@ -92,6 +92,7 @@ func TestFaultBodySize(t *testing.T) {
 		status int
 	}{
 		{"200 padded", linefake.Fault{BodySize: 2 << 20}, 200},
+		{"padded with a last partial chunk", linefake.Fault{BodySize: 100_001}, 200},
 		{"503 padded", linefake.Fault{Status: 503, BodySize: 4096}, 503},
 		{"normal body padded after a delay", linefake.Fault{Delay: time.Millisecond, BodySize: 10000}, 200},
 	}
