@@ -519,8 +519,8 @@ func (r *Rotator) publish(c *channel, now time.Time) {
 	}
 	if err := errors.Join(errs...); err != nil {
 		r.o.Metrics.OutputError(c.cfg.Label())
+		c.published = false // before fail refreshes the status and readiness
 		r.fail(c, &c.publishTry, now, "output write failed", fmt.Errorf("%w: %w", errLocal, err))
-		c.published = false
 		return
 	}
 	c.publishTry = attempt{}
