@@ -194,8 +194,17 @@ type issueGate struct {
 
 func (g *issueGate) RoundTrip(req *http.Request) (*http.Response, error) {
 	if g.armed.Load() && req.Method == http.MethodPost && req.URL.Path == "/oauth2/v2.1/token" {
-		g.arrived <- struct{}{}
-		<-g.release
+		// A request given up (the test failed, the rotator stops) is let go.
+		select {
+		case g.arrived <- struct{}{}:
+		case <-req.Context().Done():
+			return nil, req.Context().Err()
+		}
+		select {
+		case <-g.release:
+		case <-req.Context().Done():
+			return nil, req.Context().Err()
+		}
 	}
 	return g.rt.RoundTrip(req)
 }
@@ -207,13 +216,13 @@ func (g *issueGate) RoundTrip(req *http.Request) (*http.Response, error) {
 func TestStatusShowsWhatReconcileLoggedBeforeTheStepsNextCall(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
-		setup func(h *harness, ch Channel)
+		setup func(t *testing.T, h *harness, ch Channel)
 		want  func(st ChannelStatus) string
 		log   string
 	}{
 		{
 			name: "orphan",
-			setup: func(h *harness, ch Channel) {
+			setup: func(t *testing.T, h *harness, ch Channel) {
 				a := linefake.Assertion(ch.ID, testKID, sharedKey(t), h.clock.Now(), 30*day)
 				if _, err := h.line.IssueChannelAccessTokenV2_1(context.Background(), a); err != nil {
 					t.Fatal(err)
@@ -229,7 +238,7 @@ func TestStatusShowsWhatReconcileLoggedBeforeTheStepsNextCall(t *testing.T) {
 		},
 		{
 			name: "reconcile failure",
-			setup: func(h *harness, ch Channel) {
+			setup: func(_ *testing.T, h *harness, ch Channel) {
 				h.sim.SetFault(linefake.EndpointKeyIDsV21, linefake.Fault{Status: http.StatusInternalServerError, Times: 1})
 			},
 			want: func(st ChannelStatus) string {
@@ -251,7 +260,7 @@ func TestStatusShowsWhatReconcileLoggedBeforeTheStepsNextCall(t *testing.T) {
 			h.line, h.opts.LINE = line, line
 			h.start()
 			ch := h.chans[0]
-			tc.setup(h, ch)
+			tc.setup(t, h, ch)
 			_, st, _ := h.rot.Token(ch.ID)
 			if msg := tc.want(st); msg == "" {
 				t.Fatalf("before the reconcile the status already shows it: %+v", st)
