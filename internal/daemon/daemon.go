@@ -278,15 +278,13 @@ func (d *Daemon) removeStale() {
 }
 
 // Channels turns the config's channels into the rotator's, loading every
-// private key; all problems are reported together. A key file that several
-// channels name is read and parsed once (parsing checks the RSA key, about
-// half a millisecond), and they share the key.
+// private key; all problems are reported together, in config order. A key
+// file that several channels name is read and parsed once, and they share
+// the key. Parsing checks the RSA key (about 0.3 ms), so distinct files are
+// parsed on every CPU: 10,000 channels with a key each must not hold a
+// start for seconds on one core.
 func Channels(cfg *config.Config) ([]rotator.Channel, error) {
-	type loaded struct {
-		key *rsa.PrivateKey
-		err error
-	}
-	keys := map[string]loaded{}
+	keys := loadKeys(cfg.Channels)
 	var out []rotator.Channel
 	var errs []error
 	for i, ch := range cfg.Channels {
@@ -297,16 +295,11 @@ func Channels(cfg *config.Config) ([]rotator.Channel, error) {
 			ReconcileEvery: ch.ReconcileEvery, Jitter: ch.Jitter,
 		}
 		if ch.PrivateKeyFile != "" {
-			k, ok := keys[ch.PrivateKeyFile]
-			if !ok {
-				k.key, k.err = oauth.LoadPrivateKey(ch.PrivateKeyFile)
-				keys[ch.PrivateKeyFile] = k
+			k := keys[ch.PrivateKeyFile]
+			if k.err != nil {
+				errs = append(errs, fmt.Errorf("channels[%d].private_key_file: %w", i, k.err))
 			}
-			key, err := k.key, k.err
-			if err != nil {
-				errs = append(errs, fmt.Errorf("channels[%d].private_key_file: %w", i, err))
-			}
-			rc.Key = key
+			rc.Key = k.key
 		}
 		for _, o := range ch.Outputs {
 			rc.Outputs = append(rc.Outputs, rotator.Output{Path: o.Path, Format: o.Format, Mode: o.Mode})
@@ -317,6 +310,36 @@ func Channels(cfg *config.Config) ([]rotator.Channel, error) {
 		out = append(out, rc)
 	}
 	return out, errors.Join(errs...)
+}
+
+type loadedKey struct {
+	key *rsa.PrivateKey
+	err error
+}
+
+// loadPrivateKey is oauth.LoadPrivateKey; tests count its calls.
+var loadPrivateKey = oauth.LoadPrivateKey
+
+// loadKeys loads each distinct private_key_file of chs once, on up to
+// GOMAXPROCS goroutines.
+func loadKeys(chs []config.Channel) map[string]*loadedKey {
+	keys := map[string]*loadedKey{}
+	var g errgroup.Group
+	g.SetLimit(runtime.GOMAXPROCS(0))
+	for _, ch := range chs {
+		path := ch.PrivateKeyFile
+		if path == "" || keys[path] != nil {
+			continue
+		}
+		k := &loadedKey{}
+		keys[path] = k
+		g.Go(func() error {
+			k.key, k.err = loadPrivateKey(path)
+			return nil
+		})
+	}
+	_ = g.Wait() // every result is in keys
+	return keys
 }
 
 // Rotator returns the daemon's rotator (for tests and the socket).
