@@ -10,8 +10,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"syscall"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/tokend/tokend/internal/linefake"
 	"github.com/tokend/tokend/internal/oauth"
@@ -22,27 +25,40 @@ const (
 	benchSecret = "0123456789abcdef0123456789abcdef"
 )
 
-// env is what every run shares: the temp root and the one signing key
-// every channel uses.
+// env is what every run shares: the temp root and the signing keys the
+// channels use, channel i the key i mod len(keys).
 type env struct {
 	root     string
-	keyPath  string
-	key      *rsa.PrivateKey
+	keyPaths []string
+	keys     []*rsa.PrivateKey
 	channels int
 	made     int    // instances made so far
 	outRoot  string // where instances' outputs go; "": in the instance
 }
 
-func newEnv(root string, n int) (*env, error) {
-	keyPath := filepath.Join(root, "key.jwk")
-	if _, err := oauth.WriteNewKey(keyPath); err != nil {
-		return nil, err
+// newEnv generates nkeys key files under root, on every CPU (a 2048-bit
+// key takes about 50 ms to generate).
+func newEnv(root string, n, nkeys int) (*env, error) {
+	e := &env{root: root, channels: n, keyPaths: make([]string, nkeys), keys: make([]*rsa.PrivateKey, nkeys)}
+	var g errgroup.Group
+	g.SetLimit(runtime.GOMAXPROCS(0))
+	for i := range nkeys {
+		g.Go(func() error {
+			e.keyPaths[i] = filepath.Join(root, fmt.Sprintf("key%05d.jwk", i))
+			if _, err := oauth.WriteNewKey(e.keyPaths[i]); err != nil {
+				return err
+			}
+			k, err := oauth.LoadPrivateKey(e.keyPaths[i])
+			e.keys[i] = k
+			return err
+		})
 	}
-	key, err := oauth.LoadPrivateKey(keyPath)
-	if err != nil {
-		return nil, err
-	}
-	return &env{root: root, keyPath: keyPath, key: key, channels: n}, nil
+	return e, g.Wait()
+}
+
+// key is channel i's signing key and its file.
+func (e *env) key(i int) (*rsa.PrivateKey, string) {
+	return e.keys[i%len(e.keys)], e.keyPaths[i%len(e.keys)]
 }
 
 // fsType names the file system holding path, for the bench's header.
@@ -81,7 +97,8 @@ func (e *env) newSim() (*sim, error) {
 	s := linefake.New(linefake.Options{})
 	for i := range e.channels {
 		s.AddChannel(channelID(i), benchSecret)
-		s.RegisterKey(channelID(i), benchKID, &e.key.PublicKey)
+		k, _ := e.key(i)
+		s.RegisterKey(channelID(i), benchKID, &k.PublicKey)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -147,8 +164,9 @@ func (e *env) newInstance(name, baseURL, level string, maxInFlight int, lt lifet
 		lt.tokenTTL, lt.rotateBefore, lt.revokeAfter, lt.jitter, lt.reconcileEvery)
 	fmt.Fprintln(w, "channels:")
 	for i := range e.channels {
+		_, keyPath := e.key(i)
 		fmt.Fprintf(w, "  - {id: %q, name: %s, key_id: %s, private_key_file: %s, channel_secret: %s, outputs: [{path: %s, format: raw, mode: \"0600\"}]}\n",
-			channelID(i), channelName(i), benchKID, e.keyPath, benchSecret, in.outPath(i))
+			channelID(i), channelName(i), benchKID, keyPath, benchSecret, in.outPath(i))
 	}
 	if err := w.Flush(); err != nil {
 		f.Close()

@@ -34,6 +34,7 @@ import (
 
 type options struct {
 	channels     int
+	keys         int
 	runs         int
 	idle         time.Duration
 	socketFor    time.Duration
@@ -74,6 +75,7 @@ func main() {
 	}
 	var o options
 	flag.IntVar(&o.channels, "channels", 10000, "channels to generate")
+	flag.IntVar(&o.keys, "keys", 1, "distinct signing key files, channel i using key i mod -keys (each takes about 50 ms of a CPU to generate; 10000 takes minutes)")
 	flag.IntVar(&o.runs, "runs", 3, "runs; figures are medians")
 	flag.DurationVar(&o.idle, "idle", 60*time.Second, "idle measurement window")
 	flag.DurationVar(&o.socketFor, "socket-duration", 5*time.Second, "socket load duration, for tokend and for the bare server each")
@@ -95,6 +97,10 @@ func main() {
 	flag.Parse()
 	if o.channels < 1 || o.runs < 1 || o.clients < 1 || o.pacedRate <= 0 || o.stormLead < time.Second || o.stormLead > time.Minute {
 		fmt.Fprintln(os.Stderr, "tokend-bench: -channels, -runs, -clients and -paced-rate must be positive, -storm-lead from 1s to 1m")
+		os.Exit(2)
+	}
+	if o.keys < 1 || o.keys > o.channels {
+		fmt.Fprintln(os.Stderr, "tokend-bench: -keys must be from 1 to -channels")
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -126,10 +132,12 @@ func run(ctx context.Context, o options) error {
 	if err != nil {
 		return err
 	}
-	env, err := newEnv(tmp, o.channels)
+	keysAt := time.Now()
+	env, err := newEnv(tmp, o.channels, o.keys)
 	if err != nil {
 		return err
 	}
+	keysTook := time.Since(keysAt)
 	if o.outputs != "" {
 		if env.outRoot, err = os.MkdirTemp(o.outputs, "tkb-out"); err != nil {
 			return fmt.Errorf("-outputs: %w (-outputs '' keeps the token files with the store)", err)
@@ -144,6 +152,7 @@ func run(ctx context.Context, o options) error {
 		outs = env.outRoot
 	}
 	fmt.Printf("# files: store and sockets in %s (%s), token files in %s (%s)\n", tmp, fsType(tmp), outs, fsType(filepath.Dir(outs)))
+	fmt.Printf("# keys: %d distinct key files for %d channels (generated in %s)\n", o.keys, o.channels, secs(keysTook))
 
 	if o.coldOnly {
 		if err := coldRuns(ctx, env, o); err != nil || o.profileDir == "" {

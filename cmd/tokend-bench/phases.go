@@ -309,7 +309,8 @@ func signBaseline(e *env, workers int) time.Duration {
 				if i >= e.channels {
 					return
 				}
-				sg := oauth.Signer{ChannelID: channelID(i), KeyID: benchKID, Key: e.key}
+				key, _ := e.key(i)
+				sg := oauth.Signer{ChannelID: channelID(i), KeyID: benchKID, Key: key}
 				if _, err := sg.Sign(now, 30*24*time.Hour); err != nil {
 					panic(err)
 				}
