@@ -1,7 +1,9 @@
 package oauth
 
 import (
+	"crypto"
 	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
@@ -106,6 +108,9 @@ func TestParsePrivateKeyRefuses(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	mismatchedD := *k.rsaA // a well-formed DER key whose d belongs to another key
+	mismatchedD.D = k.rsaB.D
+	mismatchedD.Precomputed = rsa.PrecomputedValues{}
 	tests := []struct {
 		name string
 		data []byte
@@ -123,6 +128,7 @@ func TestParsePrivateKeyRefuses(t *testing.T) {
 		{"JWK unknown kty", []byte(`{"kty": "XYZ"}`), `JWK key type "XYZ" is not supported; tokend needs an RSA private key`},
 		{"JWK missing primes", withField("p", nil), "malformed JWK: invalid RSA private key, missing P value(s)"},
 		{"JWK mismatched d", withField("d", otherD["d"]), "malformed JWK: crypto/rsa: d does not match dP"},
+		{"PKCS#1 mismatched d", pemPKCS1(&mismatchedD), "malformed PKCS#1 PEM (RSA PRIVATE KEY): crypto/rsa: invalid CRT exponent"},
 		{"public JWK", pubJWK, "JWK is a public key; tokend needs the private key"},
 		{"EC JWK", ecJWK, "JWK is an EC private key (P-256); tokend needs an RSA private key (LINE assertions are RS256)"},
 		{"EC public JWK", ecPubJWK, "JWK is an EC public key (P-256); tokend needs an RSA private key"},
@@ -153,14 +159,19 @@ func TestParsePrivateKeyRefuses(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := ParsePrivateKey(tt.data)
-			if err == nil {
-				t.Fatalf("ParsePrivateKey accepted it (%d-bit key)", bitLen(got))
+			// parseKey is ReadPrivateKey's parse, which does not derive
+			// the CRT values itself: the parsers' own checks must refuse
+			// an inconsistent key.
+			for name, parse := range map[string]func([]byte) (*rsa.PrivateKey, error){"ParsePrivateKey": ParsePrivateKey, "parseKey": parseKey} {
+				got, err := parse(tt.data)
+				if err == nil {
+					t.Fatalf("%s accepted it (%d-bit key)", name, bitLen(got))
+				}
+				if err.Error() != tt.want {
+					t.Errorf("%s error:\n got: %s\nwant: %s", name, err, tt.want)
+				}
+				assertNoLeak(t, err.Error(), tt.data)
 			}
-			if err.Error() != tt.want {
-				t.Errorf("error:\n got: %s\nwant: %s", err, tt.want)
-			}
-			assertNoLeak(t, err.Error(), tt.data)
 		})
 	}
 }
@@ -253,6 +264,22 @@ func TestLoadPrivateKey(t *testing.T) {
 	if got, err := LoadPrivateKey(link); err != nil || !got.Equal(k.rsaA) {
 		t.Errorf("via symlink: %v", err)
 	}
+	// ReadPrivateKey: the same key, without its CRT values kept; it signs
+	// all the same.
+	for _, data := range [][]byte{jwk, pemPKCS1(k.rsaA)} {
+		got, err := ReadPrivateKey(writeKeyFile(t, data, 0o600))
+		if err != nil || !got.Equal(k.rsaA) {
+			t.Fatalf("ReadPrivateKey: %v (or a different key)", err)
+		}
+		digest := sha256.Sum256([]byte("assertion"))
+		sig, err := rsa.SignPKCS1v15(nil, got, crypto.SHA256, digest[:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := rsa.VerifyPKCS1v15(&k.rsaA.PublicKey, crypto.SHA256, digest[:], sig); err != nil {
+			t.Errorf("a signature by ReadPrivateKey's key does not verify: %v", err)
+		}
+	}
 }
 
 func TestLoadPrivateKeyRefuses(t *testing.T) {
@@ -286,15 +313,17 @@ func TestLoadPrivateKeyRefuses(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			p := tt.path(t)
-			_, err := LoadPrivateKey(p)
-			if err == nil {
-				t.Fatal("LoadPrivateKey accepted it")
+			for name, load := range map[string]func(string) (*rsa.PrivateKey, error){"LoadPrivateKey": LoadPrivateKey, "ReadPrivateKey": ReadPrivateKey} {
+				_, err := load(p)
+				if err == nil {
+					t.Fatalf("%s accepted it", name)
+				}
+				want := strings.ReplaceAll(tt.want, "%s", p)
+				if err.Error() != want {
+					t.Errorf("%s error:\n got: %s\nwant: %s", name, err, want)
+				}
+				assertNoLeak(t, err.Error(), jwk)
 			}
-			want := strings.ReplaceAll(tt.want, "%s", p)
-			if err.Error() != want {
-				t.Errorf("error:\n got: %s\nwant: %s", err, want)
-			}
-			assertNoLeak(t, err.Error(), jwk)
 		})
 	}
 }
