@@ -45,9 +45,9 @@ func LoadPrivateKey(path string) (*rsa.PrivateKey, error) {
 // (a JWK by go-jose, a PEM key by crypto/x509, each deriving and checking
 // its CRT values), but a JWK key keeps none of them. It signs correctly,
 // deriving them again at each signature (about 0.15 ms); it holds 1.7 KB
-// of memory instead of 4.4 KB. For a key that signs rarely, such as one of
-// 10,000 channels that each have their own. Precompute may be called later,
-// before the key is shared between goroutines.
+// of memory instead of 4.4 KB. Meant for a key that signs rarely, such as
+// one of 10,000 channels that each have their own. Precompute may be called
+// later, before the key is shared between goroutines.
 func ReadPrivateKey(path string) (*rsa.PrivateKey, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
