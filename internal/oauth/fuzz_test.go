@@ -18,8 +18,9 @@ import (
 )
 
 // FuzzParsePrivateKey checks that no input makes ParsePrivateKey panic,
-// that it returns exactly one of key or error, and that whatever it accepts
-// is usable for signing.
+// that it returns exactly one of key or error, that whatever it accepts is
+// usable for signing, and that ReadPrivateKey's parse, which keeps no CRT
+// values, accepts exactly the same.
 func FuzzParsePrivateKey(f *testing.F) {
 	k := testKeys(f)
 	pub, _ := MarshalPublicJWK(&k.rsaA.PublicKey)
@@ -47,9 +48,16 @@ func FuzzParsePrivateKey(f *testing.F) {
 		f.Add(seed)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
+		// parseKey (ReadPrivateKey's parse) keeps no CRT values and relies
+		// on the parsers' own validation: it must accept exactly what
+		// ParsePrivateKey accepts, and only valid keys.
+		raw, rawErr := parseKey(data)
 		key, err := ParsePrivateKey(data)
 		if (key == nil) == (err == nil) {
 			t.Fatalf("key %v and error %v", key != nil, err)
+		}
+		if (raw == nil) != (key == nil) || (rawErr == nil) != (err == nil) {
+			t.Fatalf("parseKey: key %v, error %v; ParsePrivateKey: key %v, error %v", raw != nil, rawErr, key != nil, err)
 		}
 		if err != nil {
 			if err.Error() == "" {
@@ -57,7 +65,7 @@ func FuzzParsePrivateKey(f *testing.F) {
 			}
 			return
 		}
-		if key.N.BitLen() < 2048 || key.Validate() != nil {
+		if key.N.BitLen() < 2048 || key.Validate() != nil || raw.Validate() != nil {
 			t.Fatalf("accepted an unusable %d-bit key", key.N.BitLen())
 		}
 	})
