@@ -213,7 +213,7 @@ func decodeAPIError(endpoint string, status int, h http.Header, body []byte, now
 	e.Message = jsonString(fields["message"])
 	if d := jsonDetails(fields["details"]); d != "" {
 		if e.Message == "" {
-			e.Message = "details: " + d
+			e.Message = clean("details: " + d) // d is capped, but not with its prefix
 		} else {
 			e.Message = clean(e.Message + " (details: " + d + ")")
 		}

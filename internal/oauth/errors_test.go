@@ -98,6 +98,13 @@ func TestDecodeAPIError(t *testing.T) {
 			want: APIError{Endpoint: epIssue, StatusCode: 400, Message: strings.Repeat("a", maxFieldLen) + "..."},
 		},
 		{
+			// Found by FuzzDecodeAPIError: details alone were capped before
+			// their "details: " prefix, so the message ran 9 runes over.
+			name: "long details without a message capped", endpoint: epIssue, status: 400,
+			body: `{"details":[{"property":"` + strings.Repeat("p", 1000) + `"}]}`,
+			want: APIError{Endpoint: epIssue, StatusCode: 400, Message: "details: " + strings.Repeat("p", maxFieldLen-len("details: ")) + "..."},
+		},
+		{
 			name: "unknown status", endpoint: epIssue, status: 599,
 			want:     APIError{Endpoint: epIssue, StatusCode: 599},
 			wantText: "POST /oauth2/v2.1/token: 599",
