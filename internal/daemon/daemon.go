@@ -341,15 +341,11 @@ func loadKeys(chs []config.Channel) map[string]*loadedKey {
 	keys := make(map[string]*loadedKey, len(users))
 	var g errgroup.Group
 	g.SetLimit(runtime.GOMAXPROCS(0))
-	for _, ch := range chs {
-		path := ch.PrivateKeyFile
-		if path == "" || keys[path] != nil {
-			continue
-		}
+	for path, n := range users {
 		k := &loadedKey{}
 		keys[path] = k
 		load := readPrivateKey
-		if users[path] > 1 {
+		if n > 1 {
 			load = loadPrivateKey
 		}
 		g.Go(func() error {
