@@ -101,3 +101,32 @@ func TestGateCancelledWaiterHoldsNothing(t *testing.T) {
 		t.Fatalf("free = %d, want 1: a cancelled waiter kept or lost a slot", g.free)
 	}
 }
+
+// TestGateGrantRacingCancelKeepsSlot races a waiter's cancellation against
+// the release that grants it its slot. When the waiter wakes for its
+// cancellation but the grant reaches it before it takes the gate's lock,
+// acquire must pass the slot on: a slot lost there would lower
+// max_in_flight for good. Which comes first is up to the scheduler, so the
+// race runs many times; the invariant is checked after each.
+func TestGateGrantRacingCancelKeepsSlot(t *testing.T) {
+	for i := range 200 {
+		g := newGate(1)
+		if err := g.acquire(context.Background(), false); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := acquireAsync(g, ctx, false)
+		queued(t, g, 1)
+		cancel()    // wakes the waiter for its cancellation...
+		g.release() // ...and, as often as not, grants it the slot before it runs
+		if err := grant(t, done); err == nil {
+			g.release() // it won the slot; give it back
+		}
+		g.mu.Lock()
+		free, waiting := g.free, len(g.q[0])+len(g.q[1])
+		g.mu.Unlock()
+		if free != 1 || waiting != 0 {
+			t.Fatalf("race %d: free = %d with %d queued after the waiter returned, want 1 and 0", i, free, waiting)
+		}
+	}
+}
