@@ -27,6 +27,11 @@ type channel struct {
 
 	current *store.Record  // the token being served
 	old     []store.Record // superseded or revoked, not yet expired
+	// unrecorded is a token LINE issued whose commit failed: never
+	// published, and recorded at the next try instead of asking LINE for
+	// another (each would count against LINE's limit of 30 until it
+	// expired). Lost, like any token not yet committed, if tokend stops.
+	unrecorded *store.Record
 
 	published  bool // current written to every output
 	hooksDue   bool // a new token awaits its on_rotate hooks
@@ -364,6 +369,9 @@ func (r *Rotator) applyKeyIDs(c *channel, now time.Time, kids []string) {
 		valid[k] = true
 	}
 	tracked := map[string]bool{}
+	if u := c.unrecorded; u != nil {
+		tracked[u.KeyID] = true // not an orphan: tokend holds it
+	}
 	if cur := c.current; cur != nil && cur.Kind == KindV21 {
 		tracked[cur.KeyID] = true
 		// A token issued after LINE built its answer may be missing from
@@ -415,6 +423,11 @@ func (r *Rotator) applyKeyIDs(c *channel, now time.Time, kids []string) {
 // doIssue gets a new token, commits it (superseding the old one), publishes
 // it and runs the hooks.
 func (r *Rotator) doIssue(ctx context.Context, c *channel, now time.Time) {
+	if u := c.unrecorded; u != nil && now.Before(u.ExpiresAt) {
+		r.record(c, now, *u)
+		return
+	}
+	c.unrecorded = nil // expired: it no longer counts at LINE
 	var tok *oauth.Token
 	endpoint := map[string]string{KindV21: "issue_v2.1", KindShortLived: "issue_short", KindStateless: "issue_stateless"}[c.cfg.Kind]
 	err := r.call(ctx, endpoint, !c.serving(now), func(ctx context.Context) error {
@@ -466,6 +479,13 @@ func (r *Rotator) doIssue(ctx context.Context, c *channel, now time.Time) {
 	if rec.TokenType == "" {
 		rec.TokenType = "Bearer"
 	}
+	r.record(c, now, rec)
+}
+
+// record commits rec, a token LINE issued, as c's current token
+// (superseding the old one), then publishes it and runs the hooks. If the
+// commit fails, rec is kept as c.unrecorded for the next try.
+func (r *Rotator) record(c *channel, now time.Time, rec store.Record) {
 	recs := []store.Record{rec}
 	var prev *store.Record
 	if c.current != nil {
@@ -480,13 +500,15 @@ func (r *Rotator) doIssue(ctx context.Context, c *channel, now time.Time) {
 	}
 	if err := r.o.Store.Put(recs...); err != nil {
 		// The token exists at LINE but not in the store: publishing it
-		// would break "committed before published". It will show up as
-		// an orphan at the next reconcile.
+		// would break "committed before published". Kept to be recorded
+		// at the next try.
+		c.unrecorded = &rec
 		r.o.Metrics.Rotation(c.cfg.Label(), "store")
-		r.fail(c, &c.issue, now, "cannot record issued token; it is lost and will expire unused",
+		r.fail(c, &c.issue, now, "cannot record issued token; keeping it to record at the next try",
 			fmt.Errorf("%w: commit token record: %w", errLocal, err))
 		return
 	}
+	c.unrecorded = nil
 	if prev != nil {
 		c.old = append(c.old, *prev)
 	}

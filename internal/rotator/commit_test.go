@@ -1,0 +1,154 @@
+package rotator
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tokend/tokend/internal/store"
+)
+
+// commitFailStore fails every Put that holds a record of channel id while
+// failing is set, as a store whose commits fail at run time would (a full
+// disk, an I/O error).
+type commitFailStore struct {
+	Store
+	id      string
+	failing atomic.Bool
+	fails   atomic.Int64
+}
+
+func (s *commitFailStore) Put(recs ...store.Record) error {
+	if s.failing.Load() {
+		for _, r := range recs {
+			if r.ChannelID == s.id {
+				s.fails.Add(1)
+				return errors.New("store: put: commit: input/output error")
+			}
+		}
+	}
+	return s.Store.Put(recs...)
+}
+
+// TestStoreCommitFailure: a token tokend could not record is never
+// published (DESIGN: every change committed before it is published), and
+// not thrown away either: each later try records it instead of asking LINE
+// for another, which would count against LINE's limit of 30 until it
+// expired (before, three hours of failing commits used up all 30). While
+// bot-1's commits fail it has no file and no token on the socket (or, at
+// a rotation, keeps serving its old one), tokend is not ready, the
+// failure is logged without the token, and bot-2 is served as usual. Once
+// the store recovers, the retry records the same token, then publishes it.
+func TestStoreCommitFailure(t *testing.T) {
+	h := newHarness(t, 2, func(_ int, ch *Channel) { ch.Jitter = 0 })
+	bot1 := h.chans[0]
+	st := &commitFailStore{Store: h.store, id: bot1.ID}
+	st.failing.Store(true)
+	h.store, h.opts.Store = st, st
+	h.start()
+	h.advance(3*time.Hour, nil)
+
+	issued := h.sim.Tokens(bot1.ID)
+	if n := st.fails.Load(); n < 10 || len(issued) != 1 {
+		t.Fatalf("in 3 h of failing commits: %d commits tried, %d tokens issued at LINE; want 10 or more, and 1", n, len(issued))
+	}
+	for _, o := range bot1.Outputs {
+		if _, err := os.Stat(o.Path); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("%s: stat error %v, want none written: a token was published without being recorded", o.Path, err)
+		}
+	}
+	if body, found, err := h.rot.TokenBody(bot1.Name, "raw"); !found || body != nil || err != nil {
+		t.Errorf("the socket's answer for bot-1: %d bytes, found %v, error %v; want no token", len(body), found, err)
+	}
+	if h.rot.Ready() {
+		t.Error("ready although bot-1 holds no recorded token")
+	}
+	if h.current(1) == "" {
+		t.Error("bot-2 holds no token: one channel's failing commits held up another")
+	}
+	const msg = "cannot record issued token; keeping it to record at the next try"
+	logs := h.logs.FilterMessage(msg).All()
+	if int64(len(logs)) != st.fails.Load() {
+		t.Errorf("%d log lines %q for %d failed commits", len(logs), msg, st.fails.Load())
+	}
+	for _, l := range logs {
+		f := l.ContextMap()
+		line := fmt.Sprint(f)
+		if f["channel"] != bot1.Name || !strings.Contains(line, "input/output error") {
+			t.Errorf("log line %v: want channel %s and the store's error", f, bot1.Name)
+		}
+		if strings.Contains(line, issued[0].AccessToken) {
+			t.Fatal("the log line holds the token")
+		}
+	}
+	if n := h.logs.FilterMessageSnippet("orphans").Len(); n != 0 {
+		t.Errorf("%d log lines about orphans: the token tokend keeps is not one", n)
+	}
+
+	// The store recovers: the same token is recorded, then published.
+	st.failing.Store(false)
+	h.advance(10*time.Minute, nil)
+	tok := recorded(t, h, st, 0)
+	if tok != issued[0].AccessToken || len(h.sim.Tokens(bot1.ID)) != 1 {
+		t.Fatal("bot-1 did not record and serve the token LINE issued while its commits failed")
+	}
+
+	// Its rotation (at 20 days) while the commits fail again: the old
+	// token stays served and in the files, and LINE issues one new token.
+	st.failing.Store(true)
+	h.advance(20*24*time.Hour+3*time.Hour-h.clock.Since(t0), nil)
+	if got := h.current(0); got != tok {
+		t.Fatal("bot-1 stopped serving its valid token while its rotation could not be recorded")
+	}
+	if got := h.readFile(bot1.Outputs[0].Path); got != tok {
+		t.Fatal("bot-1's file lost its valid token while its rotation could not be recorded")
+	}
+	if n := len(h.sim.Tokens(bot1.ID)); n != 2 {
+		t.Fatalf("%d tokens issued at LINE for bot-1, want 2: one per rotation, however many commits fail", n)
+	}
+	st.failing.Store(false)
+	h.advance(10*time.Minute, nil)
+	if next := recorded(t, h, st, 0); next == tok || next != h.sim.Tokens(bot1.ID)[1].AccessToken {
+		t.Fatal("bot-1 did not record and serve its rotated token once the store recovered")
+	}
+}
+
+// recorded returns the token channel i serves after checking it is valid
+// at LINE, its current record in the store, in its raw output, and that
+// tokend is ready.
+func recorded(t *testing.T, h *harness, st *commitFailStore, i int) string {
+	t.Helper()
+	ch := h.chans[i]
+	tok := h.current(i)
+	if tok == "" || !h.sim.IsValid(tok) {
+		t.Fatalf("%s holds no valid token", ch.Name)
+	}
+	recs, err := st.Store.Channel(ch.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	current := 0
+	for _, r := range recs {
+		if r.State == store.StateCurrent {
+			current++
+			if r.AccessToken != tok {
+				t.Errorf("%s serves a token that is not its current record", ch.Name)
+			}
+		}
+	}
+	if current != 1 {
+		t.Errorf("%s has %d current records, want 1", ch.Name, current)
+	}
+	if got := h.readFile(ch.Outputs[0].Path); got != tok {
+		t.Errorf("%s's raw output does not hold the token it serves", ch.Name)
+	}
+	if !h.rot.Ready() {
+		t.Error("not ready after the store recovered")
+	}
+	return tok
+}
