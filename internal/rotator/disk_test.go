@@ -240,11 +240,18 @@ func TestOutputFaultKeepsFileTokenUnrevoked(t *testing.T) {
 	if err := fix(); err != nil {
 		t.Fatal(err)
 	}
+	fixed := e.clock.Now()
 	e.advance(DefaultRetry.Max+time.Second, nil)
 	if got := e.readFile(ch.Outputs[0].Path); got != e.current(0) {
 		t.Fatal("new token not written after the fix")
 	}
-	e.advance(ch.RevokeAfter+time.Hour, nil)
+	// Bots get the whole revoke_after with the new token in the file,
+	// counted from when it was written, not from the rotation.
+	e.advance(fixed.Add(ch.RevokeAfter-time.Second).Sub(e.clock.Now()), nil)
+	if !e.sim.IsValid(old) {
+		t.Errorf("the superseded token was revoked less than revoke_after (%s) after the new one was written", ch.RevokeAfter)
+	}
+	e.advance(time.Hour, nil)
 	if e.sim.IsValid(old) {
 		t.Error("superseded token never revoked once the new one was published")
 	}
