@@ -459,6 +459,24 @@ func TestKinds(t *testing.T) {
 			t.Errorf("revoke_short calls = %d", h.sim.Count("revoke_short"))
 		}
 	})
+	t.Run("short-lived revoked elsewhere is replaced at the next reconcile", func(t *testing.T) {
+		h := newHarness(t, 1, func(_ int, ch *Channel) {
+			ch.Kind, ch.Key, ch.KeyID = KindShortLived, nil, ""
+		})
+		h.start()
+		old := h.current(0)
+		if err := h.line.RevokeAccessToken(context.Background(), old); err != nil {
+			t.Fatal(err)
+		}
+		h.advance(h.chans[0].ReconcileEvery, nil)
+		now := h.current(0)
+		if now == old || !h.sim.IsValid(now) || h.readFile(h.chans[0].Outputs[0].Path) != now {
+			t.Fatal("a short-lived token revoked behind tokend's back was not replaced and published at the next reconcile")
+		}
+		if h.logCount("current token is no longer valid at LINE; replacing it") != 1 {
+			t.Error("the replacement was not logged once")
+		}
+	})
 }
 
 func TestReload(t *testing.T) {
