@@ -668,6 +668,11 @@ func TestStartSignsOneAssertionPerChannel(t *testing.T) {
 	if len(kids) != 3 || len(issues) != 3 {
 		t.Fatalf("distinct assertions: %d for key IDs, %d for issue; want 3 and 3", len(kids), len(issues))
 	}
+	// On the frozen clock a second signature would be the same string
+	// (PKCS #1 v1.5 is deterministic), so the signatures are counted.
+	if n := h.rot.signs.done.Load(); n != 3 {
+		t.Errorf("%d signatures for 3 channels' starts, want 3", n)
+	}
 	for a := range kids {
 		if !issues[a] {
 			t.Error("start signed separate assertions for listing and issuing")
@@ -684,6 +689,45 @@ func TestStartSignsOneAssertionPerChannel(t *testing.T) {
 		if held {
 			t.Errorf("channel %s still holds its assertion after its start", c.cfg.ID)
 		}
+	}
+}
+
+// TestAssertionReusedOnlyInItsFirstHalf: a signed assertion is reused
+// only while more than half of its lifetime is left. A step that runs late
+// (the machine was suspended, the process stopped) signs a fresh one rather
+// than send LINE one about to expire, or expired.
+func TestAssertionReusedOnlyInItsFirstHalf(t *testing.T) {
+	h := newHarness(t, 1, nil)
+	// The first issue fails, so the start's listing comes first and the
+	// retry is due in under a second: the channel keeps its assertion.
+	h.sim.SetFault(linefake.EndpointIssueV21, linefake.Fault{Status: 500, Times: 1})
+	h.start()
+	sent := func(endpoint string) []string {
+		var out []string
+		for _, r := range h.sim.Requests() {
+			if r.Endpoint == endpoint {
+				out = append(out, r.Form.Get("client_assertion"))
+			}
+		}
+		return out
+	}
+	first := sent("issue_v2.1")
+	if len(first) != 1 || h.current(0) != "" {
+		t.Fatalf("%d issue requests and token %v before the retry, want 1 failed", len(first), h.current(0) != "")
+	}
+	if kids := sent("kids_v2.1"); len(kids) != 1 || kids[0] != first[0] {
+		t.Fatal("the start's listing did not reuse the failed issue's assertion")
+	}
+	// The retry runs 4 minutes late: past half of the 5-minute lifetime,
+	// though the assertion has not expired yet.
+	h.clock.Advance(4 * time.Minute)
+	h.settle()
+	issues := sent("issue_v2.1")
+	if h.current(0) == "" || len(issues) != 2 {
+		t.Fatalf("%d issue requests after the late retry, want 2, the second answered", len(issues))
+	}
+	if issues[1] == first[0] {
+		t.Error("the late retry reused an assertion with less than half its lifetime left")
 	}
 }
 

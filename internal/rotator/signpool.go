@@ -3,6 +3,7 @@ package rotator
 import (
 	"runtime"
 	"sync"
+	"sync/atomic"
 )
 
 // signPool runs signatures on at most max goroutines, one per CPU by
@@ -22,6 +23,7 @@ type signPool struct {
 	queue   []*signJob
 	workers int
 	max     int
+	done    atomic.Int64 // jobs run: with a frozen test clock a signature made twice looks the same
 }
 
 type signJob struct {
@@ -57,6 +59,7 @@ func (p *signPool) work() {
 		p.queue = p.queue[1:]
 		p.mu.Unlock()
 		j.fn()
+		p.done.Add(1)
 		close(j.done)
 		// Run the step just woken on this P, now: closing done put it
 		// next in this P's queue and woke an idle thread to steal it,
