@@ -107,6 +107,8 @@ func TestRenderErrors(t *testing.T) {
 		{"nul", FormatEnv, tok("sec\x00ret"), "output: render env for channel 1657000000: " + bad},
 		{"carriage return", FormatRaw, tok("secret\r"), "output: render raw for channel 1657000000: " + bad},
 		{"space", FormatRaw, tok("secret token"), "output: render raw for channel 1657000000: " + bad},
+		{"tab", FormatRaw, tok("secret\ttoken"), "output: render raw for channel 1657000000: " + bad},
+		{"DEL", FormatRaw, tok("secret\x7f"), "output: render raw for channel 1657000000: " + bad},
 		{"non-ascii", FormatJSON, tok("secrét"), "output: render json for channel 1657000000: " + bad},
 		{"invalid utf-8", FormatJSON, tok("secret\xff"), "output: render json for channel 1657000000: " + bad},
 		{"env dollar", FormatEnv, tok("secret$HOME"), "output: render env for channel 1657000000: access token contains a character the env format cannot carry unquoted"},
