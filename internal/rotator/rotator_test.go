@@ -855,10 +855,41 @@ func TestTokenBodyFollowsTheToken(t *testing.T) {
 	if _, _, err := h.rot.TokenBody(ch.ID, "yaml"); err == nil || strings.Contains(err.Error(), tok.AccessToken) {
 		t.Fatalf("unknown format: %v", err)
 	}
-	h.stop()
-	h.clock.Advance(31 * 24 * time.Hour) // nothing rotates it now
+	h.stop() // nothing rotates it now
+	h.clock.Advance(tok.ExpiresAt.Sub(h.clock.Now()) - time.Nanosecond)
+	if body, _, _ := h.rot.TokenBody(ch.ID, output.FormatRaw); string(body) != tok.AccessToken {
+		t.Fatal("the token is not served in its last nanosecond")
+	}
+	h.clock.Advance(time.Nanosecond) // its expires_at, the first instant it is invalid
 	if body, found, err := h.rot.TokenBody(ch.ID, output.FormatJSON); !found || body != nil || err != nil {
 		t.Fatalf("expired token: found %v, body %v, err %v", found, body != nil, err)
+	}
+}
+
+// TestFillKeepsANewerToken: a read renders the token it loaded, but if a
+// newer one was published meanwhile the read's body must not go back into
+// the slot, or the socket would serve the old token until the next publish.
+func TestFillKeepsANewerToken(t *testing.T) {
+	at := func(tok string) *served {
+		return &served{expires: t0.Add(time.Hour).UnixNano(), token: output.Token{
+			ChannelID: "1657000000", AccessToken: tok, TokenType: "Bearer", IssuedAt: t0, ExpiresAt: t0.Add(time.Hour),
+		}}
+	}
+	old, newer := at("old-token"), at("new-token")
+	var slot atomic.Pointer[served]
+	slot.Store(newer)
+	body, err := fill(&slot, old, output.FormatRaw) // loaded before newer was published
+	if err != nil || string(body) != "old-token" {
+		t.Fatalf("the late read got %q, %v; want its own token", body, err)
+	}
+	if got := slot.Load(); got != newer || got.raw != nil {
+		t.Fatalf("the slot holds %q after a late read, want the newer token untouched", got.token.AccessToken)
+	}
+	if _, err := fill(&slot, newer, output.FormatRaw); err != nil {
+		t.Fatal(err)
+	}
+	if got := slot.Load(); got.token.AccessToken != "new-token" || string(got.raw) != "new-token" {
+		t.Fatal("a read of the current token did not fill the slot")
 	}
 }
 
