@@ -43,7 +43,7 @@ func TestFaultStatus(t *testing.T) {
 			r := e.post("/oauth2/v2.1/token", issueForm(e.assertion(nil)))
 			if r.status != tt.status || r.body != tt.body || r.header.Get("Content-Type") != tt.ct ||
 				r.header.Get("Retry-After") != tt.retryAftr {
-				t.Errorf("got %d %q %q Retry-After %q", r.status, r.header.Get("Content-Type"), r.body, r.header.Get("Retry-After"))
+				t.Errorf("got %d %q %q Retry-After %q", r.status, r.header.Get("Content-Type"), r.shown(), r.header.Get("Retry-After"))
 			}
 			if len(e.srv.Tokens(chanA)) != 0 {
 				t.Error("a faulted request issued a token")
@@ -78,7 +78,7 @@ func TestFaultMalformed(t *testing.T) {
 	}
 	var v any
 	if err := json.Unmarshal([]byte(r.body), &v); err == nil {
-		t.Errorf("malformed body decoded: %q", r.body)
+		t.Errorf("malformed body decoded: %q", r.shown())
 	}
 	if len(e.srv.Tokens(chanA)) != 0 {
 		t.Error("a faulted request issued a token")
@@ -185,7 +185,7 @@ func TestFaultDelayAndRetryAfterOnly(t *testing.T) {
 	start := time.Now()
 	r := e.post("/oauth2/v2.1/token", issueForm(e.assertion(nil)))
 	if r.status != 200 || r.header.Get("Retry-After") != "3" {
-		t.Fatalf("got %d Retry-After %q: %s", r.status, r.header.Get("Retry-After"), r.body)
+		t.Fatalf("got %d Retry-After %q: %s", r.status, r.header.Get("Retry-After"), r.shown())
 	}
 	if time.Since(start) < 20*time.Millisecond {
 		t.Error("no delay")

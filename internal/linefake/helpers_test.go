@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -80,6 +81,14 @@ type reply struct {
 	body   string
 }
 
+// shown is the body for a failure message, access tokens blanked: even a
+// simulator's tokens stay out of test output.
+func (r reply) shown() string {
+	return accessTokenValue.ReplaceAllString(r.body, `"access_token":"<redacted>"`)
+}
+
+var accessTokenValue = regexp.MustCompile(`"access_token"\s*:\s*"[^"]*"`)
+
 // json decodes the body into a generic map, failing the test if it is not JSON.
 func (r reply) json(t *testing.T) map[string]any {
 	t.Helper()
@@ -87,7 +96,7 @@ func (r reply) json(t *testing.T) map[string]any {
 	d := json.NewDecoder(strings.NewReader(r.body))
 	d.UseNumber()
 	if err := d.Decode(&m); err != nil {
-		t.Fatalf("body is not a JSON object (status %d): %v: %q", r.status, err, r.body)
+		t.Fatalf("body is not a JSON object (status %d): %v: %q", r.status, err, r.shown())
 	}
 	return m
 }
@@ -180,7 +189,7 @@ func (e *env) issueV21(tokenExp int) (accessToken, keyID string) {
 	e.t.Helper()
 	r := e.post("/oauth2/v2.1/token", issueForm(e.assertion(func(s *jwtSpec) { s.claims["token_exp"] = tokenExp })))
 	if r.status != http.StatusOK {
-		e.t.Fatalf("issue v2.1: %d %s", r.status, r.body)
+		e.t.Fatalf("issue v2.1: %d %s", r.status, r.shown())
 	}
 	m := r.json(e.t)
 	return m["access_token"].(string), m["key_id"].(string)
@@ -192,7 +201,7 @@ func (e *env) issueShort(channelID, secret string) string {
 		"grant_type": {"client_credentials"}, "client_id": {channelID}, "client_secret": {secret},
 	})
 	if r.status != http.StatusOK {
-		e.t.Fatalf("issue short-lived: %d %s", r.status, r.body)
+		e.t.Fatalf("issue short-lived: %d %s", r.status, r.shown())
 	}
 	return r.json(e.t)["access_token"].(string)
 }
@@ -201,7 +210,7 @@ func (e *env) issueShort(channelID, secret string) string {
 func wantError(t *testing.T, r reply, status int, body map[string]any) {
 	t.Helper()
 	if r.status != status {
-		t.Fatalf("status = %d, want %d; body %s", r.status, status, r.body)
+		t.Fatalf("status = %d, want %d; body %s", r.status, status, r.shown())
 	}
 	if ct := r.header.Get("Content-Type"); ct != "application/json" {
 		t.Errorf("Content-Type = %q, want application/json", ct)

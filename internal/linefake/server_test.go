@@ -25,7 +25,7 @@ func TestIssueV21(t *testing.T) {
 	e := newEnv(t)
 	r := e.post("/oauth2/v2.1/token", issueForm(e.assertion(nil)))
 	if r.status != http.StatusOK {
-		t.Fatalf("status %d: %s", r.status, r.body)
+		t.Fatalf("status %d: %s", r.status, r.shown())
 	}
 	if ct := r.header.Get("Content-Type"); ct != "application/json" {
 		t.Errorf("Content-Type = %q", ct)
@@ -88,7 +88,7 @@ func TestIssueV21TokenExp(t *testing.T) {
 				}
 			})))
 			if r.status != http.StatusOK {
-				t.Fatalf("status %d: %s", r.status, r.body)
+				t.Fatalf("status %d: %s", r.status, r.shown())
 			}
 			if got := num(t, r.json(t)["expires_in"]); got != tt.want {
 				t.Errorf("expires_in = %d, want %d", got, tt.want)
@@ -192,7 +192,7 @@ func TestAssertionRules(t *testing.T) {
 			e := newEnv(t)
 			r := ep.send(e, e.assertion(func(s *jwtSpec) { s.claims["exp"] = num0(s) + 1800 }))
 			if r.status != http.StatusOK {
-				t.Fatalf("status %d: %s", r.status, r.body)
+				t.Fatalf("status %d: %s", r.status, r.shown())
 			}
 		})
 	}
@@ -217,7 +217,7 @@ func TestTokenExpRules(t *testing.T) {
 	e := newEnv(t)
 	a := e.assertion(func(s *jwtSpec) { s.claims["token_exp"] = 99999999 })
 	if r := e.post("/oauth2/v3/token", issueForm(a)); r.status != http.StatusOK {
-		t.Errorf("stateless with huge token_exp: %d %s", r.status, r.body)
+		t.Errorf("stateless with huge token_exp: %d %s", r.status, r.shown())
 	}
 }
 
@@ -299,7 +299,7 @@ func TestFormEncoding(t *testing.T) {
 		req, _ := http.NewRequest(http.MethodPost, e.ts.URL+"/oauth2/v2.1/token", strings.NewReader(form.Encode()))
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded; charset=UTF-8")
 		if r := e.do(req); r.status != 200 {
-			t.Fatalf("status %d: %s", r.status, r.body)
+			t.Fatalf("status %d: %s", r.status, r.shown())
 		}
 	})
 	t.Run("POST parameters in the query are ignored", func(t *testing.T) {
@@ -377,7 +377,7 @@ func TestV21TokenLimit(t *testing.T) {
 		s.claims["iss"], s.claims["sub"], s.header["kid"], s.key = chanB, chanB, kidB, keyB
 	})))
 	if r.status != 200 {
-		t.Fatalf("channel B refused: %d %s", r.status, r.body)
+		t.Fatalf("channel B refused: %d %s", r.status, r.shown())
 	}
 
 	// An expired token no longer counts.
@@ -442,10 +442,10 @@ func TestKeyIDs(t *testing.T) {
 		t.Helper()
 		r := e.get("/oauth2/v2.1/tokens/kid", url.Values{"client_assertion_type": {assertionType}, "client_assertion": {e.assertion(nil)}})
 		if r.status != 200 || r.header.Get("Content-Type") != "application/json" {
-			t.Fatalf("kids: %d %s", r.status, r.body)
+			t.Fatalf("kids: %d %s", r.status, r.shown())
 		}
 		if !strings.HasPrefix(r.body, `{"kids":[`) {
-			t.Fatalf("body %s: want a kids array", r.body)
+			t.Fatalf("body %s: want a kids array", r.shown())
 		}
 		var out []string
 		for _, v := range r.json(t)["kids"].([]any) {
@@ -488,7 +488,7 @@ func TestVerifyV21AndExpiry(t *testing.T) {
 
 	r := verify()
 	if r.status != 200 {
-		t.Fatalf("verify: %d %s", r.status, r.body)
+		t.Fatalf("verify: %d %s", r.status, r.shown())
 	}
 	m := r.json(t)
 	if m["client_id"] != chanA || num(t, m["expires_in"]) != 60 || m["scope"] == nil {
@@ -517,7 +517,7 @@ func TestVerifyV21AndExpiry(t *testing.T) {
 	} {
 		r := e.get("/oauth2/v2.1/verify", url.Values{"access_token": {tok}})
 		if r.status != 400 || r.json(t)["error_description"] != "invalid access token" {
-			t.Errorf("verify %s: %d %s", name, r.status, r.body)
+			t.Errorf("verify %s: %d %s", name, r.status, r.shown())
 		}
 	}
 }
@@ -541,7 +541,7 @@ func TestRevokeV21(t *testing.T) {
 
 	r := revoke(chanA, secretA, tok)
 	if r.status != 200 || r.body != "" {
-		t.Fatalf("revoke: %d %q, want 200 and an empty body", r.status, r.body)
+		t.Fatalf("revoke: %d %q, want 200 and an empty body", r.status, r.shown())
 	}
 	if e.srv.IsValid(tok) {
 		t.Error("IsValid(revoked) = true")
@@ -561,7 +561,7 @@ func TestRevokeV21(t *testing.T) {
 		"unknown JWS":   "eyJhbGciOiJIUzI1NiJ9.eyJ4IjoxfQ.c2lnbmF0dXJl",
 	} {
 		if r := revoke(chanA, secretA, tok); r.status != 200 || r.body != "" {
-			t.Errorf("revoke %s: %d %q", name, r.status, r.body)
+			t.Errorf("revoke %s: %d %q", name, r.status, r.shown())
 		}
 	}
 }
@@ -570,7 +570,7 @@ func TestShortLived(t *testing.T) {
 	e := newEnv(t)
 	r := e.post("/v2/oauth/accessToken", url.Values{"grant_type": {"client_credentials"}, "client_id": {chanA}, "client_secret": {secretA}})
 	if r.status != 200 || r.header.Get("Content-Type") != "application/json" {
-		t.Fatalf("issue: %d %s", r.status, r.body)
+		t.Fatalf("issue: %d %s", r.status, r.shown())
 	}
 	m := r.json(t)
 	tok := m["access_token"].(string)
@@ -602,7 +602,7 @@ func TestShortLived(t *testing.T) {
 		t.Errorf("revoke short-lived of a v2.1 token: %d, still valid %t", r.status, e.srv.IsValid(v21))
 	}
 	if r := e.post("/v2/oauth/revoke", url.Values{"access_token": {tok}}); r.status != 200 || r.body != "" {
-		t.Errorf("revoke: %d %q", r.status, r.body)
+		t.Errorf("revoke: %d %q", r.status, r.shown())
 	}
 	if e.srv.IsValid(tok) {
 		t.Error("IsValid(revoked short-lived) = true")
@@ -659,7 +659,7 @@ func TestStateless(t *testing.T) {
 	} {
 		r := e.post("/oauth2/v3/token", form)
 		if r.status != 200 {
-			t.Fatalf("%s: %d %s", name, r.status, r.body)
+			t.Fatalf("%s: %d %s", name, r.status, r.shown())
 		}
 		m := r.json(t)
 		tok := m["access_token"].(string)
@@ -680,7 +680,7 @@ func TestStateless(t *testing.T) {
 	for range 40 {
 		r := e.post("/oauth2/v3/token", bySecret)
 		if r.status != 200 {
-			t.Fatalf("stateless issue refused: %d %s", r.status, r.body)
+			t.Fatalf("stateless issue refused: %d %s", r.status, r.shown())
 		}
 		toks = append(toks, r.json(t)["access_token"].(string))
 	}
@@ -825,11 +825,11 @@ func TestAssertionHelper(t *testing.T) {
 	a := linefake.Assertion(chanA, kidA, keyA, e.clock.Now(), 2*time.Hour)
 	r := e.post("/oauth2/v2.1/token", issueForm(a))
 	if r.status != 200 || num(t, r.json(t)["expires_in"]) != 7200 {
-		t.Fatalf("issue with helper assertion: %d %s", r.status, r.body)
+		t.Fatalf("issue with helper assertion: %d %s", r.status, r.shown())
 	}
 	a = linefake.Assertion(chanA, kidA, keyA, e.clock.Now(), 0)
 	if r := e.post("/oauth2/v2.1/token", issueForm(a)); num(t, r.json(t)["expires_in"]) != 2592000 {
-		t.Errorf("no token_exp: %s", r.body)
+		t.Errorf("no token_exp: %s", r.shown())
 	}
 	if got := linefake.Assertion(chanA, kidA, nil, e.clock.Now(), 0); got != "" {
 		t.Error("Assertion with a nil key returned a token")
@@ -845,7 +845,7 @@ func TestRealClockDefault(t *testing.T) {
 	e.ts = newServer(t, srv)
 	a := linefake.Assertion(chanA, kidA, keyA, time.Now(), time.Minute)
 	if r := e.post("/oauth2/v2.1/token", issueForm(a)); r.status != 200 {
-		t.Fatalf("real clock: %d %s", r.status, r.body)
+		t.Fatalf("real clock: %d %s", r.status, r.shown())
 	}
 }
 
@@ -855,12 +855,12 @@ func TestRegisterKeyReplacesAndAdds(t *testing.T) {
 	e.srv.RegisterKey(chanA, kidA, &keyB.PublicKey)
 	wantError(t, e.post("/oauth2/v2.1/token", issueForm(e.assertion(nil))), 400, oauthErr("invalid_client", "Invalid signature"))
 	if r := e.post("/oauth2/v2.1/token", issueForm(e.assertion(func(s *jwtSpec) { s.key = keyB }))); r.status != 200 {
-		t.Fatalf("new key refused: %d %s", r.status, r.body)
+		t.Fatalf("new key refused: %d %s", r.status, r.shown())
 	}
 	// A second key for the same channel works beside the first.
 	e.srv.RegisterKey(chanA, "kid-a2", &keyA.PublicKey)
 	if r := e.post("/oauth2/v2.1/token", issueForm(e.assertion(func(s *jwtSpec) { s.header["kid"] = "kid-a2" }))); r.status != 200 {
-		t.Fatalf("second key refused: %d %s", r.status, r.body)
+		t.Fatalf("second key refused: %d %s", r.status, r.shown())
 	}
 	// AddChannel again replaces the secret.
 	e.srv.AddChannel(chanA, "rotated")
