@@ -165,6 +165,34 @@ func TestRunExecTimeout(t *testing.T) {
 	}
 }
 
+// TestRunExecBackgroundChildIsNotAFailure: a hook that exits 0 after
+// starting a process that keeps its output open (a script's `daemon &`)
+// has succeeded. Run stops waiting for the output after waitDelay and
+// reports nothing; the hook's own output is kept.
+func TestRunExecBackgroundChildIsNotAFailure(t *testing.T) {
+	dir := t.TempDir()
+	pidFile := filepath.Join(dir, "child.pid")
+	hook := script(t, dir, "starts.sh", "sleep 30 &\necho $! > \"$1\"\necho started\n")
+	t.Cleanup(func() {
+		if data, err := os.ReadFile(pidFile); err == nil {
+			if pid, err := strconv.Atoi(strings.TrimSpace(string(data))); err == nil && pid > 0 {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	})
+	log, logs := observed()
+	if err := Run(context.Background(), []Spec{{Exec: []string{hook, pidFile}}}, Event{ChannelID: "1", Name: "bot"}, log); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	ran := logs.FilterMessage("hook ran").All()
+	if logs.FilterMessage("hook failed").Len() != 0 || len(ran) != 1 {
+		t.Fatalf("logs: %v", logs.All())
+	}
+	if out := ran[0].ContextMap()["stdout"]; out != "started" {
+		t.Errorf("stdout logged as %q, want the hook's own output", out)
+	}
+}
+
 func TestRunCanceled(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
