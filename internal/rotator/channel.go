@@ -3,6 +3,7 @@ package rotator
 import (
 	"crypto/rsa"
 	"fmt"
+	"io"
 	"os"
 	"time"
 
@@ -57,3 +58,8 @@ func (c Channel) String() string {
 
 // GoString is String, so %#v cannot print the secret either.
 func (c Channel) GoString() string { return c.String() }
+
+// Format is String for every verb: without it fmt prints a struct's fields
+// for verbs that take no string (%d, %x of a field), the secret and the
+// key's numbers among them.
+func (c Channel) Format(f fmt.State, _ rune) { _, _ = io.WriteString(f, c.String()) }

@@ -2,6 +2,7 @@ package rotator
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -863,6 +864,28 @@ func TestTokenBodyFollowsTheToken(t *testing.T) {
 	h.clock.Advance(time.Nanosecond) // its expires_at, the first instant it is invalid
 	if body, found, err := h.rot.TokenBody(ch.ID, output.FormatJSON); !found || body != nil || err != nil {
 		t.Fatalf("expired token: found %v, body %v, err %v", found, body != nil, err)
+	}
+}
+
+// TestChannelFormatsWithoutSecrets: a Channel printed with any verb, alone,
+// through a pointer or in a slice, shows neither the channel secret nor
+// the private key.
+func TestChannelFormatsWithoutSecrets(t *testing.T) {
+	key := sharedKey(t)
+	ch := Channel{ID: "1657000001", Name: "bot", Kind: KindV21, KeyID: "kid", Key: key, Secret: "SECRET-chan"}
+	leaks := []string{"SECRET-chan", hex.EncodeToString([]byte("SECRET-chan")), key.D.String(), key.D.Text(16), key.Primes[0].String()}
+	for _, verb := range []string{"%v", "%+v", "%#v", "%s", "%q", "%x", "%d"} {
+		for _, v := range []any{ch, &ch, []Channel{ch}, []*Channel{&ch}} {
+			got := fmt.Sprintf(verb, v)
+			for _, l := range leaks {
+				if strings.Contains(got, l) {
+					t.Fatalf("Sprintf(%q, %T) shows the channel secret or the private key", verb, v)
+				}
+			}
+		}
+	}
+	if got, want := ch.String(), "channel{id=1657000001 name=bot kind=v2.1}"; got != want {
+		t.Errorf("String() = %q, want %q", got, want)
 	}
 }
 
