@@ -274,6 +274,49 @@ func TestListenRefuses(t *testing.T) {
 	}
 }
 
+// TestListenKeepsASocketItCannotProbe: a socket that answers the probe
+// with neither a connection nor a refusal (here a full backlog: its owner
+// is alive but not accepting) may belong to a running process; Listen
+// refuses rather than remove it.
+func TestListenKeepsASocketItCannotProbe(t *testing.T) {
+	path := filepath.Join(shortDir(t), "busy.sock")
+	fd, err := syscall.Socket(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(fd)
+	if err := syscall.Bind(fd, &syscall.SockaddrUnix{Name: path}); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	// Fill the backlog: connects succeed until it is full, then fail
+	// with EAGAIN, the answer the probe will get.
+	for full := false; !full; {
+		c, err := net.DialTimeout("unix", path, time.Second)
+		switch {
+		case err == nil:
+			defer c.Close()
+		case errors.Is(err, syscall.EAGAIN):
+			full = true
+		default:
+			t.Fatalf("filling the backlog: %v", err)
+		}
+	}
+	ln, err := Listen(path, 0o600)
+	if err == nil {
+		ln.Close()
+		t.Fatal("Listen replaced a socket whose owner may be running")
+	}
+	if want := "socket: " + path + " exists and cannot be probed: "; !strings.HasPrefix(err.Error(), want) {
+		t.Fatalf("err = %q\nwant  %q...", err, want)
+	}
+	if fi, err := os.Lstat(path); err != nil || fi.Mode().Type() != fs.ModeSocket {
+		t.Fatalf("the busy socket is gone: %v", err)
+	}
+}
+
 // TestListenCloseKeepsReplacement: Close removes the socket only if it is
 // still ours.
 func TestListenCloseKeepsReplacement(t *testing.T) {
