@@ -238,6 +238,10 @@ func TestWriteFileRefused(t *testing.T) {
 	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	linkToFIFO := filepath.Join(base, "link-to-fifo")
+	if err := os.Symlink(fifo, linkToFIFO); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name, path string
 		mode       os.FileMode
@@ -245,6 +249,7 @@ func TestWriteFileRefused(t *testing.T) {
 	}{
 		{"directory", dirTarget, 0o600, "output: write " + dirTarget + ": refusing to replace a directory"},
 		{"symlink to directory", linkToDir, 0o600, "output: write " + linkToDir + ": refusing to replace a symlink to something other than a regular file"},
+		{"symlink to a named pipe", linkToFIFO, 0o600, "output: write " + linkToFIFO + ": refusing to replace a symlink to something other than a regular file"},
 		{"dangling symlink", dangling, 0o600, "output: write " + dangling + ": refusing to replace a symlink to something other than a regular file"},
 		{"socket", sock, 0o600, "output: write " + sock + ": refusing to replace a socket"},
 		{"named pipe", fifo, 0o600, "output: write " + fifo + ": refusing to replace a named pipe"},
