@@ -74,12 +74,13 @@ func TestServeStops(t *testing.T) {
 func TestServeShutdownBound(t *testing.T) {
 	release := make(chan struct{})
 	defer close(release)
-	started := make(chan struct{})
+	started, cut := make(chan struct{}), make(chan struct{})
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		close(started)
 		select {
 		case <-release:
 		case <-r.Context().Done():
+			close(cut)
 		}
 	})
 	path := filepath.Join(shortDir(t), "s.sock")
@@ -111,6 +112,16 @@ func TestServeShutdownBound(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("Serve did not return")
+	}
+	// The request still running at the bound is cut off, not left open.
+	select {
+	case <-cut:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the request still running at the shutdown bound was not cut off")
+	}
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := conn.Read(make([]byte, 1)); n != 0 || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("the client's connection is still open after the bound (read %d bytes, %v)", n, err)
 	}
 }
 
