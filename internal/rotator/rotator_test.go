@@ -2,6 +2,7 @@ package rotator
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/tokend/tokend/internal/linefake"
+	"github.com/tokend/tokend/internal/metrics"
 	"github.com/tokend/tokend/internal/oauth"
 	"github.com/tokend/tokend/internal/output"
 	"github.com/tokend/tokend/internal/store"
@@ -482,6 +484,8 @@ func TestKinds(t *testing.T) {
 
 func TestReload(t *testing.T) {
 	h := newHarness(t, 3, nil)
+	m := metrics.New()
+	h.opts.Metrics = m
 	h.start()
 	keep := h.current(0)
 	removed := h.chans[2]
@@ -517,6 +521,18 @@ func TestReload(t *testing.T) {
 	}
 	if !h.rot.Ready() {
 		t.Error("not ready after reload")
+	}
+	// The metrics follow: no series is left for the removed channel or
+	// under the renamed channel's old name.
+	for _, label := range []string{removed.Name, oldName} {
+		if got := series(t, m.Registry(), "tokend_token_expiry_timestamp_seconds", map[string]string{"channel": label}); len(got) != 0 {
+			t.Errorf("tokend_token_expiry_timestamp_seconds{channel=%q} still exported after reload", label)
+		}
+	}
+	for _, label := range []string{h.chans[0].Name, changed.Name, added.Name} {
+		if got := series(t, m.Registry(), "tokend_token_expiry_timestamp_seconds", map[string]string{"channel": label}); len(got) != 1 {
+			t.Errorf("tokend_token_expiry_timestamp_seconds{channel=%q}: %d series after reload, want 1", label, len(got))
+		}
 	}
 	// The socket's read table follows: the renamed channel by its new
 	// name (its JSON says so), not by its old one; the added channel; not
@@ -864,6 +880,45 @@ func TestTokenBodyFollowsTheToken(t *testing.T) {
 	h.clock.Advance(time.Nanosecond) // its expires_at, the first instant it is invalid
 	if body, found, err := h.rot.TokenBody(ch.ID, output.FormatJSON); !found || body != nil || err != nil {
 		t.Fatalf("expired token: found %v, body %v, err %v", found, body != nil, err)
+	}
+}
+
+// TestReloadDropsTheOldKeysAssertion: a channel holding a signed
+// assertion (here after a failed issue) whose key changes in a reload
+// signs with the new key from then on.
+func TestReloadDropsTheOldKeysAssertion(t *testing.T) {
+	h := newHarness(t, 1, nil)
+	h.sim.SetFault(linefake.EndpointIssueV21, linefake.Fault{Status: 500, Times: 1})
+	h.start()
+	if h.current(0) != "" {
+		t.Fatal("the first issue did not fail")
+	}
+	ch := h.chans[0]
+	ch.KeyID = "c8f1a7e2-0000-4000-8000-000000000002"
+	h.sim.RegisterKey(ch.ID, ch.KeyID, &sharedKey(t).PublicKey)
+	if err := h.rot.Reload([]Channel{ch}); err != nil {
+		t.Fatal(err)
+	}
+	h.chans = []Channel{ch}
+	h.advance(time.Second, nil) // past the failed issue's retry
+	if h.current(0) == "" {
+		t.Fatal("no token after the reload")
+	}
+	var kids []string
+	for _, r := range h.sim.Requests() {
+		if r.Endpoint != "issue_v2.1" {
+			continue
+		}
+		head, _, _ := strings.Cut(r.Form.Get("client_assertion"), ".")
+		raw, err := base64.RawURLEncoding.DecodeString(head)
+		var hdr struct{ Kid string }
+		if err != nil || json.Unmarshal(raw, &hdr) != nil {
+			t.Fatal("an issue request's assertion has no readable header")
+		}
+		kids = append(kids, hdr.Kid)
+	}
+	if want := []string{testKID, ch.KeyID}; !slices.Equal(kids, want) {
+		t.Errorf("issue requests signed with key IDs %v, want %v", kids, want)
 	}
 }
 
