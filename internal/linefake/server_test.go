@@ -552,6 +552,20 @@ func TestRevokeV21(t *testing.T) {
 		t.Error("Tokens does not show the revocation")
 	}
 
+	// A stateless token cannot be revoked at all: the v2.1 endpoint answers
+	// 200 and leaves it valid.
+	sr := e.post("/oauth2/v3/token", issueForm(e.assertion(nil)))
+	if sr.status != http.StatusOK {
+		t.Fatalf("stateless issue: %d %s", sr.status, sr.shown())
+	}
+	stateless := sr.json(t)["access_token"].(string)
+	if r := revoke(chanA, secretA, stateless); r.status != 200 || r.body != "" {
+		t.Errorf("revoke a stateless token: %d %q, want 200 and an empty body", r.status, r.shown())
+	}
+	if !e.srv.IsValid(stateless) {
+		t.Error("the v2.1 revoke endpoint revoked a stateless token")
+	}
+
 	// Already invalid tokens are not an error.
 	expired, _ := e.issueV21(1)
 	e.clock.Advance(time.Second)
