@@ -186,17 +186,23 @@ func TestReconcileReplacesRevokedTokenAndCountsOrphans(t *testing.T) {
 	}
 }
 
-// issueGate holds every v2.1 issue request, once armed, until released:
-// a step's later LINE call, in flight for as long as a test needs.
+// issueGate holds every v2.1 issue request (or, with path set, every
+// request to that path), once armed, until released: a step's later LINE
+// call, in flight for as long as a test needs.
 type issueGate struct {
 	rt      http.RoundTripper
+	path    string // "": /oauth2/v2.1/token
 	armed   atomic.Bool
 	arrived chan struct{}
 	release chan struct{}
 }
 
 func (g *issueGate) RoundTrip(req *http.Request) (*http.Response, error) {
-	if g.armed.Load() && req.Method == http.MethodPost && req.URL.Path == "/oauth2/v2.1/token" {
+	path := g.path
+	if path == "" {
+		path = "/oauth2/v2.1/token"
+	}
+	if g.armed.Load() && req.URL.Path == path {
 		// A request given up (the test failed, the rotator stops) is let go.
 		select {
 		case g.arrived <- struct{}{}:
@@ -210,6 +216,55 @@ func (g *issueGate) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 	}
 	return g.rt.RoundTrip(req)
+}
+
+// TestRestartPublishesBeforeCallingLINE: a restart writes every stored
+// token still valid to its outputs, and is ready, before its first call to
+// LINE (DESIGN: a current token not yet due is reused with no LINE call and
+// published). The restart's key-ID listings are held until the test has
+// looked.
+func TestRestartPublishesBeforeCallingLINE(t *testing.T) {
+	h := newHarness(t, 2, nil)
+	h.start()
+	toks := []string{h.current(0), h.current(1)}
+	h.stop()
+	for _, ch := range h.chans {
+		for _, o := range ch.Outputs {
+			if err := os.Remove(o.Path); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	g := &issueGate{rt: http.DefaultTransport.(*http.Transport).Clone(), path: "/oauth2/v2.1/tokens/kid",
+		arrived: make(chan struct{}, len(h.chans)), release: make(chan struct{})}
+	g.armed.Store(true)
+	line, err := oauth.NewClient(oauth.Options{BaseURL: h.srv.URL, Timeout: time.Minute, HTTPClient: &http.Client{Transport: g}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.line, h.opts.LINE = line, line
+	rot, err := New(h.chans, h.opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	h.rot, h.cancel, h.done = rot, cancel, make(chan error, 1)
+	go func() { h.done <- rot.Run(ctx) }()
+	select {
+	case <-g.arrived:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the restart made no key-ID listing")
+	}
+	if !rot.Ready() {
+		t.Error("not ready when the restart's first LINE call went out")
+	}
+	for i, ch := range h.chans {
+		if got, err := os.ReadFile(ch.Outputs[0].Path); err != nil || string(got) != toks[i] {
+			t.Errorf("%s's raw output does not hold its stored token when the restart's first LINE call went out (%v)", ch.Name, err)
+		}
+	}
+	close(g.release)
+	h.stop()
 }
 
 // What a reconcile logs about a channel (orphans, a failure), its status
