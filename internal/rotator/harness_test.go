@@ -111,8 +111,17 @@ func newHarness(t *testing.T, n int, mutate func(i int, ch *Channel)) *harness {
 	return h
 }
 
-// start runs a new Rotator over the harness's store and channels.
+// start runs a new Rotator over the harness's store and channels and
+// waits until it has done what is due.
 func (h *harness) start() {
+	h.t.Helper()
+	h.run()
+	h.settle()
+}
+
+// run starts a new Rotator over the harness's store and channels without
+// waiting for it.
+func (h *harness) run() {
 	h.t.Helper()
 	rot, err := New(h.chans, h.opts)
 	if err != nil {
@@ -122,7 +131,6 @@ func (h *harness) start() {
 	h.rot, h.cancel, h.done = rot, cancel, make(chan error, 1)
 	go func() { h.done <- rot.Run(ctx) }()
 	h.t.Cleanup(func() { h.stop() })
-	h.settle()
 }
 
 // stop ends the running Rotator and checks it stopped cleanly.
@@ -228,6 +236,18 @@ func (h *harness) current(i int) string {
 		h.t.Fatalf("channel %s unknown", h.chans[i].ID)
 	}
 	return tok.AccessToken
+}
+
+// assertions returns the client assertions LINE received at endpoint, in
+// order.
+func (h *harness) assertions(endpoint string) []string {
+	var out []string
+	for _, r := range h.sim.Requests() {
+		if r.Endpoint == endpoint {
+			out = append(out, r.Form.Get("client_assertion"))
+		}
+	}
+	return out
 }
 
 func (h *harness) logCount(msg string) int {

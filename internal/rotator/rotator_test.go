@@ -243,19 +243,13 @@ func TestRestartPublishesBeforeCallingLINE(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.line, h.opts.LINE = line, line
-	rot, err := New(h.chans, h.opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	h.rot, h.cancel, h.done = rot, cancel, make(chan error, 1)
-	go func() { h.done <- rot.Run(ctx) }()
+	h.run() // not start: its settle would wait for the held listings
 	select {
 	case <-g.arrived:
 	case <-time.After(30 * time.Second):
 		t.Fatal("the restart made no key-ID listing")
 	}
-	if !rot.Ready() {
+	if !h.rot.Ready() {
 		t.Error("not ready when the restart's first LINE call went out")
 	}
 	for i, ch := range h.chans {
@@ -725,18 +719,14 @@ func TestStoreRecordsLifecycle(t *testing.T) {
 func TestStartSignsOneAssertionPerChannel(t *testing.T) {
 	h := newHarness(t, 3, nil)
 	h.start()
-	perChannel := map[string]map[string]bool{}
-	for _, r := range h.sim.Requests() {
-		a := r.Form.Get("client_assertion")
-		if a == "" {
-			continue
+	distinct := func(endpoint string) map[string]bool {
+		set := map[string]bool{}
+		for _, a := range h.assertions(endpoint) {
+			set[a] = true
 		}
-		if perChannel[r.Endpoint] == nil {
-			perChannel[r.Endpoint] = map[string]bool{}
-		}
-		perChannel[r.Endpoint][a] = true
+		return set
 	}
-	kids, issues := perChannel["kids_v2.1"], perChannel["issue_v2.1"]
+	kids, issues := distinct("kids_v2.1"), distinct("issue_v2.1")
 	if len(kids) != 3 || len(issues) != 3 {
 		t.Fatalf("distinct assertions: %d for key IDs, %d for issue; want 3 and 3", len(kids), len(issues))
 	}
@@ -774,27 +764,18 @@ func TestAssertionReusedOnlyInItsFirstHalf(t *testing.T) {
 	// retry is due in under a second: the channel keeps its assertion.
 	h.sim.SetFault(linefake.EndpointIssueV21, linefake.Fault{Status: 500, Times: 1})
 	h.start()
-	sent := func(endpoint string) []string {
-		var out []string
-		for _, r := range h.sim.Requests() {
-			if r.Endpoint == endpoint {
-				out = append(out, r.Form.Get("client_assertion"))
-			}
-		}
-		return out
-	}
-	first := sent("issue_v2.1")
+	first := h.assertions("issue_v2.1")
 	if len(first) != 1 || h.current(0) != "" {
 		t.Fatalf("%d issue requests and token %v before the retry, want 1 failed", len(first), h.current(0) != "")
 	}
-	if kids := sent("kids_v2.1"); len(kids) != 1 || kids[0] != first[0] {
+	if kids := h.assertions("kids_v2.1"); len(kids) != 1 || kids[0] != first[0] {
 		t.Fatal("the start's listing did not reuse the failed issue's assertion")
 	}
 	// The retry runs 4 minutes late: past half of the 5-minute lifetime,
 	// though the assertion has not expired yet.
 	h.clock.Advance(4 * time.Minute)
 	h.settle()
-	issues := sent("issue_v2.1")
+	issues := h.assertions("issue_v2.1")
 	if h.current(0) == "" || len(issues) != 2 {
 		t.Fatalf("%d issue requests after the late retry, want 2, the second answered", len(issues))
 	}
@@ -960,11 +941,8 @@ func TestReloadDropsTheOldKeysAssertion(t *testing.T) {
 		t.Fatal("no token after the reload")
 	}
 	var kids []string
-	for _, r := range h.sim.Requests() {
-		if r.Endpoint != "issue_v2.1" {
-			continue
-		}
-		head, _, _ := strings.Cut(r.Form.Get("client_assertion"), ".")
+	for _, a := range h.assertions("issue_v2.1") {
+		head, _, _ := strings.Cut(a, ".")
 		raw, err := base64.RawURLEncoding.DecodeString(head)
 		var hdr struct{ Kid string }
 		if err != nil || json.Unmarshal(raw, &hdr) != nil {
