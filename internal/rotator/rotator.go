@@ -311,14 +311,41 @@ func (r *Rotator) channelList() []*channel {
 
 // arm schedules c's next step at `at` (zero or past: at once); r.mu must be
 // held. Each channel owns one gocron one-time job, re-armed after every step.
+//
+// A job for `at` also carries a second run, farAhead later, that no step ever
+// reaches: each step re-arms its channel. It is there for the moment the
+// scheduler's goroutine takes the job. gocron checks `at` against the clock
+// when the job is defined, but the scheduler takes it later, and under load
+// (10,000 channels retrying at once when LINE is unreachable) later than
+// `at`. gocron v2.21.2 then loops for ever between `at` and the zero time
+// of an exhausted one-time job (go-co-op/gocron#943): one core at 100 %, every
+// arm and the shutdown blocked behind it, and no channel rotates again. Its
+// fix (upstream, not yet served by the module proxy) drops such a job
+// instead, which would leave the channel unscheduled. With the far run the
+// scheduler always finds a run after now and never loops; if the clock has
+// passed `at` by the time it has taken the job, the job may be left with
+// only the far run, so arm re-arms the channel to run at once.
 func (r *Rotator) arm(c *channel, at time.Time) {
 	if r.sched == nil {
 		return
 	}
-	start := gocron.OneTimeJobStartImmediately()
 	if at.After(r.clock.Now()) {
-		start = gocron.OneTimeJobStartDateTime(at)
+		r.schedule(c, gocron.OneTimeJobStartDateTimes(at, at.Add(farAhead)))
+		if at.After(r.clock.Now()) {
+			return
+		}
 	}
+	r.schedule(c, gocron.OneTimeJobStartImmediately())
+}
+
+// farAhead is how far after its run a job's unreachable second run is (see
+// arm): far enough that no token outlives it, near enough for a
+// time.Duration.
+const farAhead = 100 * 365 * 24 * time.Hour
+
+// schedule makes c's job run at start, creating the job the first time;
+// r.mu must be held.
+func (r *Rotator) schedule(c *channel, start gocron.OneTimeJobStartAtOption) {
 	task := gocron.NewTask(r.runStep, c)
 	def := gocron.OneTimeJob(start)
 	var err error
@@ -330,10 +357,6 @@ func (r *Rotator) arm(c *channel, at time.Time) {
 		}
 	} else {
 		_, err = r.sched.Update(c.jobID, def, task, gocron.WithName(c.cfg.ID))
-	}
-	if errors.Is(err, gocron.ErrOneTimeJobStartDateTimePast) {
-		// The clock passed `at` while we were computing it.
-		_, err = r.sched.Update(c.jobID, gocron.OneTimeJob(gocron.OneTimeJobStartImmediately()), task, gocron.WithName(c.cfg.ID))
 	}
 	if err != nil && !errors.Is(err, gocron.ErrJobNotFound) {
 		r.logFor(c).Error("cannot schedule channel", zap.Error(err))

@@ -1,0 +1,108 @@
+package rotator
+
+import (
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+
+	"github.com/tokend/tokend/internal/linefake"
+)
+
+// lateClock is the harness's fake clock, except that once late is set, the
+// first read of it from within the gocron function named by late moves the
+// clock on by lag first: time passed between the rotator choosing when a
+// job runs and gocron getting to the job.
+type lateClock struct {
+	*clockwork.FakeClock
+	lag  time.Duration
+	late atomic.Pointer[string]
+}
+
+func (c *lateClock) Now() time.Time {
+	if fn := c.late.Load(); fn != nil && calledFrom(*fn) && c.late.CompareAndSwap(fn, nil) {
+		c.FakeClock.Advance(c.lag)
+	}
+	return c.FakeClock.Now()
+}
+
+// calledFrom reports whether a function whose name ends in fn is on the
+// caller's stack.
+func calledFrom(fn string) bool {
+	pcs := make([]uintptr, 64)
+	frames := runtime.CallersFrames(pcs[:runtime.Callers(2, pcs)])
+	for {
+		f, more := frames.Next()
+		if strings.HasSuffix(f.Function, fn) {
+			return true
+		}
+		if !more {
+			return false
+		}
+	}
+}
+
+// TestArmWhenGocronIsLate arms a channel's step a second ahead while the
+// clock moves on two seconds before gocron gets to the job: as it defines
+// the job (which gocron checks against the clock), or as its scheduler
+// goroutine takes it (which, with 10,000 channels retrying at once, came
+// after their one-second retries). gocron v2.21.2's scheduler used to spin
+// for ever on a one-time job whose only time had passed when it took it
+// (go-co-op/gocron#943): arm never returned, and no channel stepped again.
+// The step must run at once and re-arm, and nothing else may change.
+func TestArmWhenGocronIsLate(t *testing.T) {
+	for _, fn := range []string{"(*scheduler).addOrUpdateJob", "(*scheduler).selectNewJob"} {
+		t.Run(fn, func(t *testing.T) {
+			h := newHarness(t, 1, nil)
+			clock := &lateClock{FakeClock: h.clock, lag: 2 * time.Second}
+			h.opts.Clock = clock
+			h.start()
+			h.rot.mu.Lock()
+			c := h.rot.chans[h.chans[0].ID]
+			h.rot.mu.Unlock()
+			c.mu.Lock()
+			due := c.next // the hourly reconcile
+			c.mu.Unlock()
+			if !due.After(h.clock.Now().Add(time.Minute)) {
+				t.Fatalf("after the start the channel is due at %s, want its next step well after %s", due, h.clock.Now())
+			}
+
+			at := h.clock.Now().Add(time.Second)
+			clock.late.Store(&fn)
+			armed := make(chan struct{})
+			go func() {
+				defer close(armed)
+				h.rot.mu.Lock()
+				defer h.rot.mu.Unlock()
+				c.mu.Lock()
+				c.next = at
+				c.mu.Unlock()
+				h.rot.arm(c, at)
+			}()
+			select {
+			case <-armed:
+			case <-time.After(10 * time.Second):
+				t.Fatal("arm did not return within 10s: gocron's scheduler is stuck on a job whose time passed before it took it")
+			}
+			if clock.late.Load() != nil {
+				t.Fatalf("gocron did not read the clock in %s: the test did not make it late", fn)
+			}
+			if now := h.clock.Now(); !now.After(at) {
+				t.Fatalf("clock %s, want past %s", now, at)
+			}
+			h.settle() // fails unless the step ran and re-armed
+			c.mu.Lock()
+			next := c.next
+			c.mu.Unlock()
+			if !next.Equal(due) {
+				t.Fatalf("after the late arm the channel is due at %s, want %s as before", next, due)
+			}
+			if n := h.sim.Count(linefake.EndpointIssueV21); n != 1 {
+				t.Fatalf("LINE saw %d issue calls, want 1", n)
+			}
+		})
+	}
+}
