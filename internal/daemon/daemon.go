@@ -73,6 +73,8 @@ type Daemon struct {
 	client  *oauth.Client
 	metrics *metrics.Metrics
 	rot     *rotator.Rotator
+
+	responsive func() // tests: stands in for rot.Responsive in the watchdog
 }
 
 // NewLogger builds the zap logger described by the config's log section.
@@ -430,17 +432,54 @@ func (d *Daemon) Run(ctx context.Context) error {
 	return err
 }
 
+// watchdog pings systemd every `every` while the rotator answers. A probe
+// (Rotator.Responsive) runs between two pings; one that has not come back
+// by the next tick withholds the ping, so systemd kills and restarts a
+// tokend whose scheduling is stuck (WatchdogSec) rather than leave it
+// serving tokens that nothing will rotate. At most one probe is under way.
 func (d *Daemon) watchdog(ctx context.Context, every time.Duration) error {
+	log := d.log.Named("daemon")
 	t := time.NewTicker(every)
 	defer t.Stop()
+	probe := d.probe()
+	var since time.Time // when the probe under way missed its first tick
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+		}
+		select {
+		case <-probe:
+			if !since.IsZero() {
+				log.Warn("the rotator answers again; watchdog pings resume", zap.Duration("stuck_for", time.Since(since)))
+				since = time.Time{}
+			}
 			d.opts.Notify(sddaemon.SdNotifyWatchdog)
+			probe = d.probe()
+		default:
+			if since.IsZero() {
+				since = time.Now()
+				log.Error("the rotator has not answered for a watchdog interval: its lock or its scheduler is stuck; withholding systemd's watchdog ping, so that systemd (WatchdogSec) restarts tokend",
+					zap.Duration("interval", every))
+			}
 		}
 	}
+}
+
+// probe runs one Rotator.Responsive (or the test's stand-in) and closes the
+// returned channel when it comes back.
+func (d *Daemon) probe() <-chan struct{} {
+	done := make(chan struct{})
+	responsive := d.responsive
+	if responsive == nil {
+		responsive = d.rot.Responsive
+	}
+	go func() {
+		responsive()
+		close(done)
+	}()
+	return done
 }
 
 // reloads applies the config file again on every reload request. A config

@@ -12,19 +12,18 @@ import (
 	"github.com/tokend/tokend/internal/linefake"
 )
 
-// lateClock is the harness's fake clock, except that once late is set, the
-// first read of it from within the gocron function named by late moves the
-// clock on by lag first: time passed between the rotator choosing when a
-// job runs and gocron getting to the job.
-type lateClock struct {
+// hookClock is the harness's fake clock, except that once at is set, the
+// first read of it from within the gocron function named by at runs hook
+// first: time passing, or a goroutine stopping, at that point in gocron.
+type hookClock struct {
 	*clockwork.FakeClock
-	lag  time.Duration
-	late atomic.Pointer[string]
+	at   atomic.Pointer[string]
+	hook func()
 }
 
-func (c *lateClock) Now() time.Time {
-	if fn := c.late.Load(); fn != nil && calledFrom(*fn) && c.late.CompareAndSwap(fn, nil) {
-		c.FakeClock.Advance(c.lag)
+func (c *hookClock) Now() time.Time {
+	if fn := c.at.Load(); fn != nil && calledFrom(*fn) && c.at.CompareAndSwap(fn, nil) {
+		c.hook()
 	}
 	return c.FakeClock.Now()
 }
@@ -57,7 +56,7 @@ func TestArmWhenGocronIsLate(t *testing.T) {
 	for _, fn := range []string{"(*scheduler).addOrUpdateJob", "(*scheduler).selectNewJob"} {
 		t.Run(fn, func(t *testing.T) {
 			h := newHarness(t, 1, nil)
-			clock := &lateClock{FakeClock: h.clock, lag: 2 * time.Second}
+			clock := &hookClock{FakeClock: h.clock, hook: func() { h.clock.Advance(2 * time.Second) }}
 			h.opts.Clock = clock
 			h.start()
 			h.rot.mu.Lock()
@@ -71,7 +70,7 @@ func TestArmWhenGocronIsLate(t *testing.T) {
 			}
 
 			at := h.clock.Now().Add(time.Second)
-			clock.late.Store(&fn)
+			clock.at.Store(&fn)
 			armed := make(chan struct{})
 			go func() {
 				defer close(armed)
@@ -87,7 +86,7 @@ func TestArmWhenGocronIsLate(t *testing.T) {
 			case <-time.After(10 * time.Second):
 				t.Fatal("arm did not return within 10s: gocron's scheduler is stuck on a job whose time passed before it took it")
 			}
-			if clock.late.Load() != nil {
+			if clock.at.Load() != nil {
 				t.Fatalf("gocron did not read the clock in %s: the test did not make it late", fn)
 			}
 			if now := h.clock.Now(); !now.After(at) {
@@ -105,4 +104,72 @@ func TestArmWhenGocronIsLate(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestResponsive: Rotator.Responsive, the daemon's watchdog probe, comes
+// back at once from a rotator that can schedule, and not while the
+// rotator's lock is held or gocron's scheduler goroutine is stuck; then as
+// soon as either is free again.
+func TestResponsive(t *testing.T) {
+	h := newHarness(t, 1, nil)
+	fn := "(*scheduler).selectExecJobsOutForRescheduling"
+	hit, release := make(chan struct{}), make(chan struct{})
+	clock := &hookClock{FakeClock: h.clock, hook: func() {
+		close(hit)
+		<-release // the scheduler goroutine stops here
+	}}
+	h.opts.Clock = clock
+	h.start()
+	probe := func() <-chan struct{} {
+		done := make(chan struct{})
+		go func() {
+			h.rot.Responsive()
+			close(done)
+		}()
+		return done
+	}
+	answers := func(what string, p <-chan struct{}) {
+		t.Helper()
+		select {
+		case <-p:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: Responsive did not return within 10s", what)
+		}
+	}
+	blocked := func(what string, p <-chan struct{}) {
+		t.Helper()
+		select {
+		case <-p:
+			t.Fatalf("%s: Responsive returned", what)
+		case <-time.After(300 * time.Millisecond):
+		}
+	}
+	answers("running", probe())
+
+	h.rot.mu.Lock()
+	p := probe()
+	blocked("the rotator's lock held", p)
+	h.rot.mu.Unlock()
+	answers("the lock released", p)
+
+	// The channel's job fires at its next step; gocron's scheduler goroutine
+	// blocks on the clock as it reschedules the job, before the step runs.
+	clock.at.Store(&fn)
+	h.rot.mu.Lock()
+	c := h.rot.chans[h.chans[0].ID]
+	h.rot.mu.Unlock()
+	c.mu.Lock()
+	due := c.next
+	c.mu.Unlock()
+	h.clock.Advance(due.Sub(h.clock.Now()))
+	select {
+	case <-hit:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("gocron did not read the clock in %s: the test did not stop its scheduler", fn)
+	}
+	p = probe()
+	blocked("the scheduler stuck", p)
+	close(release)
+	answers("the scheduler free", p)
+	h.settle()
 }
