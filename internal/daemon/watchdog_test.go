@@ -18,6 +18,7 @@ import (
 func TestWatchdogFollowsTheRotator(t *testing.T) {
 	const every = 20 * time.Millisecond
 	var stuck sync.Mutex
+	probes := 0 // guarded by stuck
 	core, logs := observer.New(zapcore.InfoLevel)
 	pings := make(chan struct{}, 100)
 	d := &Daemon{
@@ -30,7 +31,11 @@ func TestWatchdogFollowsTheRotator(t *testing.T) {
 				}
 			}
 		}},
-		responsive: func() { stuck.Lock(); stuck.Unlock() },
+		responsive: func() {
+			stuck.Lock() // the test holds it to make the rotator stuck
+			probes++
+			stuck.Unlock()
+		},
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -72,6 +77,9 @@ func TestWatchdogFollowsTheRotator(t *testing.T) {
 	}
 	if n := logs.FilterMessageSnippet("withholding systemd's watchdog ping").Len(); n != 1 {
 		t.Fatalf("%d errors about the stuck rotator over 20 intervals, want 1", n)
+	}
+	if probes < 3 {
+		t.Fatalf("%d probes for 3 pings", probes)
 	}
 	stuck.Unlock()
 	ping("rotator answering again")
