@@ -11,6 +11,9 @@
 //	                bare net/http server (a child process too)
 //	storm           every channel due for rotation within one minute
 //
+// -outage D measures only an outage instead: LINE unreachable for D from a
+// cold start, then back (what it costs, the recovery, the shutdown).
+//
 // tokend runs as a child process built from ./cmd/tokend (run from the
 // module root: `make bench`), so its CPU time and memory are its own.
 // Figures are medians over -runs runs. -profile DIR adds one cold start
@@ -53,6 +56,7 @@ type options struct {
 	stormLead    time.Duration
 	coldOnly     bool
 	socketOnly   bool
+	outage       time.Duration
 }
 
 func main() {
@@ -94,6 +98,7 @@ func main() {
 	flag.StringVar(&o.outputs, "outputs", "/dev/shm", "directory for the token files, as in the documented deployments (systemd: /run/tokend/tokens, compose: a tmpfs volume); \"\": in the temp directory, with the store")
 	flag.BoolVar(&o.coldOnly, "cold-only", false, "measure only the cold start and its signing baseline, -runs times (quick work on target 1)")
 	flag.BoolVar(&o.socketOnly, "socket-only", false, "measure only target 4: one cold start, then -runs rounds of alternating loads of tokend and the bare server, saturated (throughput) and at -paced-rate (latency) (quick work on target 4)")
+	flag.DurationVar(&o.outage, "outage", 0, "measure only an outage: LINE closes every connection for this long from tokend's cold start, then answers; prints its cost, the recovery and the shutdown (-storm-timeout bounds the recovery)")
 	flag.Parse()
 	if o.channels < 1 || o.runs < 1 || o.clients < 1 || o.pacedRate <= 0 || o.stormLead < time.Second || o.stormLead > time.Minute {
 		fmt.Fprintln(os.Stderr, "tokend-bench: -channels, -runs, -clients and -paced-rate must be positive, -storm-lead from 1s to 1m")
@@ -162,6 +167,9 @@ func run(ctx context.Context, o options) error {
 	}
 	if o.socketOnly {
 		return socketRuns(ctx, env, o, self)
+	}
+	if o.outage > 0 {
+		return outageRun(ctx, env, o)
 	}
 	var results []runResult
 	for i := range o.runs {
