@@ -114,6 +114,13 @@ type Rotator struct {
 	readyOnce  sync.Once
 	readyC     chan struct{}
 
+	// lineDown is set when a LINE call fails because LINE could not be
+	// reached, cleared when one goes through again and wakes the channels
+	// waiting out such failures (lineBack); lastWake is that wake's time
+	// (UnixNano).
+	lineDown atomic.Bool
+	lastWake atomic.Int64
+
 	running atomic.Int64 // steps in progress (bursts; tests waiting on a fake clock)
 	burstMu sync.Mutex   // serialises setBurst
 	burst   bool         // Burst(true) was the last call

@@ -69,8 +69,9 @@ func (r *Rotator) logFor(c *channel) *zap.Logger {
 
 // attempt tracks consecutive failures of one kind of action.
 type attempt struct {
-	failures int
-	at       time.Time // not before this time
+	failures    int
+	at          time.Time // not before this time
+	unreachable bool      // the last failure: LINE could not be reached (lineBack)
 }
 
 // snapshot is an immutable view of a channel for lock-free readers.
@@ -237,13 +238,84 @@ func (r *Rotator) call(ctx context.Context, endpoint string, urgent bool, fn fun
 	start := time.Now()
 	err := fn(context.WithoutCancel(ctx))
 	r.o.Metrics.LINERequest(endpoint, oauth.Cause(err), time.Since(start))
+	switch {
+	case err == nil:
+		if r.lineDown.Load() {
+			r.lineBack()
+		}
+	case unreachable(err):
+		r.lineDown.Store(true)
+	}
 	return err
+}
+
+// unreachable reports whether err says LINE could not be reached: no
+// connection, or no answer in time. LINE's own refusals (5xx, 429) are
+// not: it is there, and asks for backoff.
+func unreachable(err error) bool {
+	c := oauth.Cause(err)
+	return c == oauth.KindNetwork || c == oauth.KindTimeout
+}
+
+// wakeEvery is the least time between two lineBack wakes: a network that
+// comes and goes would otherwise undo every channel's backoff each time.
+const wakeEvery = time.Minute
+
+// lineBack runs when a LINE call goes through after calls failed because
+// LINE could not be reached: every channel waiting to retry such a failure
+// retries now. Their backoffs grew while LINE was away, up to Retry.Max,
+// and would hold them back that long after its return. The LINE gate
+// still bounds the calls, token-less channels first. At most one wake in
+// wakeEvery; until then the next call that goes through tries again.
+func (r *Rotator) lineBack() {
+	now := r.clock.Now()
+	if last := r.lastWake.Load(); last != 0 && now.Sub(time.Unix(0, last)) < wakeEvery {
+		return
+	}
+	if !r.lineDown.CompareAndSwap(true, false) {
+		return
+	}
+	r.lastWake.Store(now.UnixNano())
+	go r.wake(now)
+}
+
+// wake makes every channel waiting to retry a call LINE could not be
+// reached for retry at now (lineBack).
+func (r *Rotator) wake(now time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.sched == nil {
+		return // run -once: its passes retry on their own; or stopping
+	}
+	woken := 0
+	for _, c := range r.chans {
+		c.mu.Lock()
+		woke := false
+		for _, a := range []*attempt{&c.issue, &c.reconcile} {
+			if a.failures > 0 && a.unreachable && a.at.After(now) {
+				a.at, woke = now, true
+			}
+		}
+		if woke {
+			c.next = now
+		}
+		removed := c.removed
+		c.mu.Unlock()
+		if woke && !removed {
+			r.arm(c, now)
+			woken++
+		}
+	}
+	if woken > 0 {
+		r.log.Info("LINE answers again; channels that could not reach it retry now", zap.Int("channels", woken))
+	}
 }
 
 func (r *Rotator) fail(c *channel, a *attempt, now time.Time, msg string, err error) time.Duration {
 	a.failures++
 	d := r.o.Retry.RetryDelay(err, a.failures, r.o.Rand())
 	a.at = now.Add(d)
+	a.unreachable = unreachable(err)
 	c.lastErr = err.Error()
 	c.lastErrAt = now
 	r.refresh(c, r.clock.Now()) // the status shows the error before the log does

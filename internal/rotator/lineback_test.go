@@ -1,0 +1,157 @@
+package rotator
+
+import (
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tokend/tokend/internal/linefake"
+)
+
+// TestLINEBackWakesChannels: 20 channels start while LINE cannot be
+// reached (or, in the second case, answers 503) and keep failing for 10
+// minutes, so their retries lie up to 5 minutes apart. Then LINE is back.
+// Unreachable: the first call that goes through wakes every other channel,
+// and all hold tokens at that same instant, one issue each. 503: LINE was
+// there and asked for backoff, so each channel waits out its own.
+func TestLINEBackWakesChannels(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		fault linefake.Fault
+		wake  bool
+	}{
+		{"unreachable", linefake.Fault{Drop: true}, true},
+		{"503", linefake.Fault{Status: 503}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			const n = 20
+			h := newHarness(t, n, nil)
+			var mu sync.Mutex
+			rnd := rand.New(rand.NewPCG(1, 2))
+			h.opts.Rand = func() float64 {
+				mu.Lock()
+				defer mu.Unlock()
+				return rnd.Float64()
+			}
+			for _, ep := range []string{linefake.EndpointIssueV21, linefake.EndpointKeyIDsV21} {
+				h.sim.SetFault(ep, tc.fault)
+			}
+			h.start()
+			h.advance(10*time.Minute, nil)
+			held := func() int {
+				k := 0
+				for i := range n {
+					if tok, _, _ := h.rot.Token(h.chans[i].ID); tok.AccessToken != "" {
+						k++
+					}
+				}
+				return k
+			}
+			if k := held(); k != 0 {
+				t.Fatalf("%d channels hold a token while LINE is down", k)
+			}
+			issues := h.sim.Count(linefake.EndpointIssueV21)
+			h.sim.ClearFaults()
+			back := h.nextEvent()
+			h.clock.Advance(back.Sub(h.clock.Now()))
+			h.settle()
+			const woke = "LINE answers again; channels that could not reach it retry now"
+			if tc.wake {
+				// The wake runs on a goroutine of its own; its steps then settle.
+				for deadline := time.Now().Add(10 * time.Second); h.logCount(woke) == 0; time.Sleep(time.Millisecond) {
+					if time.Now().After(deadline) {
+						t.Fatalf("no wake within 10s of LINE's first answer (%s)", back)
+					}
+				}
+			} else {
+				time.Sleep(100 * time.Millisecond) // a wrong wake would have come
+			}
+			h.settle()
+			k := held()
+			if tc.wake {
+				if k != n {
+					t.Fatalf("at LINE's first answer (%s) %d of %d channels hold a token, want all", back, k, n)
+				}
+				if got := h.sim.Count(linefake.EndpointIssueV21) - issues; got != n {
+					t.Fatalf("%d issue calls after LINE came back, want %d", got, n)
+				}
+				if c := h.logCount(woke); c != 1 {
+					t.Fatalf("%d logs of a wake, want 1", c)
+				}
+			} else if k == n || h.logCount(woke) != 0 {
+				t.Fatalf("after a 503 outage all %d channels held a token at the first answer: backoffs were not honoured", n)
+			}
+			h.advance(6*time.Minute, nil)
+			if k := held(); k != n {
+				t.Fatalf("6 minutes after LINE came back %d of %d channels hold a token", k, n)
+			}
+		})
+	}
+}
+
+// TestLINEBackWakesOnlyUnreachable: after 10 minutes unreachable, LINE
+// answers 503 for 2 more, so some channels' last failure is a 503 when it
+// is back. The wake retries only the channels whose last failure was LINE
+// being unreachable; the others wait out the backoff LINE asked for.
+func TestLINEBackWakesOnlyUnreachable(t *testing.T) {
+	const n = 20
+	h := newHarness(t, n, nil)
+	var mu sync.Mutex
+	rnd := rand.New(rand.NewPCG(3, 4))
+	h.opts.Rand = func() float64 {
+		mu.Lock()
+		defer mu.Unlock()
+		return rnd.Float64()
+	}
+	setFault := func(f linefake.Fault) {
+		for _, ep := range []string{linefake.EndpointIssueV21, linefake.EndpointKeyIDsV21} {
+			h.sim.SetFault(ep, f)
+		}
+	}
+	setFault(linefake.Fault{Drop: true})
+	h.start()
+	h.advance(10*time.Minute, nil)
+	setFault(linefake.Fault{Status: 503})
+	h.advance(2*time.Minute, nil)
+	h.sim.ClearFaults()
+	woken := map[string]bool{} // channels whose last failure was LINE unreachable
+	h.rot.mu.Lock()
+	for id, c := range h.rot.chans {
+		c.mu.Lock()
+		woken[id] = c.issue.unreachable
+		c.mu.Unlock()
+	}
+	h.rot.mu.Unlock()
+	nw := 0
+	for _, w := range woken {
+		if w {
+			nw++
+		}
+	}
+	if nw == 0 || nw == n {
+		t.Fatalf("%d of %d channels last failed unreachable: the test needs some of each", nw, n)
+	}
+	back := h.nextEvent()
+	h.clock.Advance(back.Sub(h.clock.Now()))
+	for deadline := time.Now().Add(10 * time.Second); h.logCount("LINE answers again; channels that could not reach it retry now") == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no wake within 10s of LINE's first answer (%s)", back)
+		}
+	}
+	h.settle()
+	for id, w := range woken {
+		if tok, _, _ := h.rot.Token(id); w && tok.AccessToken == "" {
+			t.Errorf("channel %s last failed unreachable and holds no token after the wake", id)
+		}
+	}
+	got := 0
+	for id, w := range woken {
+		if tok, _, _ := h.rot.Token(id); !w && tok.AccessToken != "" {
+			got++
+		}
+	}
+	if got > 1 { // one may be the retry that found LINE back
+		t.Fatalf("%d channels whose last failure was a 503 hold a token at LINE's first answer: the wake did not honour their backoff", got)
+	}
+}
