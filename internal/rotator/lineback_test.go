@@ -155,3 +155,54 @@ func TestLINEBackWakesOnlyUnreachable(t *testing.T) {
 		t.Fatalf("%d channels whose last failure was a 503 hold a token at LINE's first answer: the wake did not honour their backoff", got)
 	}
 }
+
+// TestLINEBackSkipsBusyChannels: a channel whose step is under way (its
+// lock held here, as by a step waiting in a long LINE queue) does not hold
+// up the wake of the others; it retries in its own step.
+func TestLINEBackSkipsBusyChannels(t *testing.T) {
+	const n = 5
+	h := newHarness(t, n, nil)
+	var mu sync.Mutex
+	rnd := rand.New(rand.NewPCG(5, 6))
+	h.opts.Rand = func() float64 {
+		mu.Lock()
+		defer mu.Unlock()
+		return rnd.Float64()
+	}
+	for _, ep := range []string{linefake.EndpointIssueV21, linefake.EndpointKeyIDsV21} {
+		h.sim.SetFault(ep, linefake.Fault{Drop: true})
+	}
+	h.start()
+	h.advance(10*time.Minute, nil)
+	h.sim.ClearFaults()
+	back := h.nextEvent()
+	var busy *channel
+	h.rot.mu.Lock()
+	for _, c := range h.rot.chans {
+		c.mu.Lock()
+		if c.next.After(back) && busy == nil {
+			busy = c
+		}
+		c.mu.Unlock()
+	}
+	h.rot.mu.Unlock()
+	if busy == nil {
+		t.Fatal("every channel retries at LINE's return: the test needs one that waits")
+	}
+	busy.mu.Lock()
+	h.clock.Advance(back.Sub(h.clock.Now()))
+	for deadline := time.Now().Add(10 * time.Second); h.logCount("LINE answers again; channels that could not reach it retry now") == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			busy.mu.Unlock()
+			t.Fatal("no wake within 10s while one channel was busy: the wake waited for it")
+		}
+	}
+	busy.mu.Unlock()
+	h.settle()
+	for i := range n {
+		tok, _, _ := h.rot.Token(h.chans[i].ID)
+		if got := tok.AccessToken != ""; got == (h.chans[i].ID == busy.cfg.ID) {
+			t.Errorf("channel %s (busy: %v) holds a token: %v", h.chans[i].ID, h.chans[i].ID == busy.cfg.ID, got)
+		}
+	}
+}

@@ -280,16 +280,26 @@ func (r *Rotator) lineBack() {
 }
 
 // wake makes every channel waiting to retry a call LINE could not be
-// reached for retry at now (lineBack).
+// reached for retry at now (lineBack). It holds r.mu only to arm, one
+// channel at a time, and skips a channel whose step is under way: that
+// channel is trying already, and its step may be waiting in a long LINE
+// queue, which would hold up every arm and the watchdog's probe.
 func (r *Rotator) wake(now time.Time) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.sched == nil {
+	chans := make([]*channel, 0, len(r.chans))
+	for _, c := range r.chans {
+		chans = append(chans, c)
+	}
+	running := r.sched != nil
+	r.mu.Unlock()
+	if !running {
 		return // run -once: its passes retry on their own; or stopping
 	}
 	woken := 0
-	for _, c := range r.chans {
-		c.mu.Lock()
+	for _, c := range chans {
+		if !c.mu.TryLock() {
+			continue
+		}
 		woke := false
 		for _, a := range []*attempt{&c.issue, &c.reconcile} {
 			if a.failures > 0 && a.unreachable && a.at.After(now) {
@@ -302,7 +312,9 @@ func (r *Rotator) wake(now time.Time) {
 		removed := c.removed
 		c.mu.Unlock()
 		if woke && !removed {
+			r.mu.Lock()
 			r.arm(c, now)
+			r.mu.Unlock()
 			woken++
 		}
 	}
