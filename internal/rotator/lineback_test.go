@@ -9,6 +9,28 @@ import (
 	"github.com/tokend/tokend/internal/linefake"
 )
 
+// outageHarness is a harness of n channels whose retry jitter is random
+// (seeded), so their retries spread out as in production, with fault on
+// the issue and key-ID endpoints.
+func outageHarness(t *testing.T, n int, seed uint64, fault linefake.Fault) *harness {
+	h := newHarness(t, n, nil)
+	var mu sync.Mutex
+	rnd := rand.New(rand.NewPCG(seed, seed+1))
+	h.opts.Rand = func() float64 {
+		mu.Lock()
+		defer mu.Unlock()
+		return rnd.Float64()
+	}
+	setFaults(h, fault)
+	return h
+}
+
+func setFaults(h *harness, f linefake.Fault) {
+	for _, ep := range []string{linefake.EndpointIssueV21, linefake.EndpointKeyIDsV21} {
+		h.sim.SetFault(ep, f)
+	}
+}
+
 // TestLINEBackWakesChannels: 20 channels start while LINE cannot be
 // reached (or, in the second case, answers 503) and keep failing for 10
 // minutes, so their retries lie up to 5 minutes apart. Then LINE is back.
@@ -26,17 +48,7 @@ func TestLINEBackWakesChannels(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			const n = 20
-			h := newHarness(t, n, nil)
-			var mu sync.Mutex
-			rnd := rand.New(rand.NewPCG(1, 2))
-			h.opts.Rand = func() float64 {
-				mu.Lock()
-				defer mu.Unlock()
-				return rnd.Float64()
-			}
-			for _, ep := range []string{linefake.EndpointIssueV21, linefake.EndpointKeyIDsV21} {
-				h.sim.SetFault(ep, tc.fault)
-			}
+			h := outageHarness(t, n, 1, tc.fault)
 			h.start()
 			h.advance(10*time.Minute, nil)
 			held := func() int {
@@ -96,23 +108,10 @@ func TestLINEBackWakesChannels(t *testing.T) {
 // being unreachable; the others wait out the backoff LINE asked for.
 func TestLINEBackWakesOnlyUnreachable(t *testing.T) {
 	const n = 20
-	h := newHarness(t, n, nil)
-	var mu sync.Mutex
-	rnd := rand.New(rand.NewPCG(3, 4))
-	h.opts.Rand = func() float64 {
-		mu.Lock()
-		defer mu.Unlock()
-		return rnd.Float64()
-	}
-	setFault := func(f linefake.Fault) {
-		for _, ep := range []string{linefake.EndpointIssueV21, linefake.EndpointKeyIDsV21} {
-			h.sim.SetFault(ep, f)
-		}
-	}
-	setFault(linefake.Fault{Drop: true})
+	h := outageHarness(t, n, 3, linefake.Fault{Drop: true})
 	h.start()
 	h.advance(10*time.Minute, nil)
-	setFault(linefake.Fault{Status: 503})
+	setFaults(h, linefake.Fault{Status: 503})
 	h.advance(2*time.Minute, nil)
 	h.sim.ClearFaults()
 	woken := map[string]bool{} // channels whose last failure was LINE unreachable
@@ -161,17 +160,7 @@ func TestLINEBackWakesOnlyUnreachable(t *testing.T) {
 // up the wake of the others; it retries in its own step.
 func TestLINEBackSkipsBusyChannels(t *testing.T) {
 	const n = 5
-	h := newHarness(t, n, nil)
-	var mu sync.Mutex
-	rnd := rand.New(rand.NewPCG(5, 6))
-	h.opts.Rand = func() float64 {
-		mu.Lock()
-		defer mu.Unlock()
-		return rnd.Float64()
-	}
-	for _, ep := range []string{linefake.EndpointIssueV21, linefake.EndpointKeyIDsV21} {
-		h.sim.SetFault(ep, linefake.Fault{Drop: true})
-	}
+	h := outageHarness(t, n, 5, linefake.Fault{Drop: true})
 	h.start()
 	h.advance(10*time.Minute, nil)
 	h.sim.ClearFaults()
