@@ -286,10 +286,7 @@ func (r *Rotator) lineBack() {
 // queue, which would hold up every arm and the watchdog's probe.
 func (r *Rotator) wake(now time.Time) {
 	r.mu.Lock()
-	chans := make([]*channel, 0, len(r.chans))
-	for _, c := range r.chans {
-		chans = append(chans, c)
-	}
+	chans := r.channelList()
 	running := r.sched != nil
 	r.mu.Unlock()
 	if !running {
