@@ -266,9 +266,15 @@ func (r *Rotator) Run(ctx context.Context) error {
 		defer close(started)
 		r.startPass(ctx, chans, true)
 	}()
+	swept := make(chan struct{})
+	go func() {
+		defer close(swept)
+		r.sweepLoop(ctx)
+	}()
 
 	<-ctx.Done()
 	<-started
+	<-swept
 	r.mu.Lock()
 	r.sched = nil
 	r.mu.Unlock()
