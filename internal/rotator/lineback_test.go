@@ -155,10 +155,11 @@ func TestLINEBackWakesOnlyUnreachable(t *testing.T) {
 	}
 }
 
-// TestLINEBackSkipsBusyChannels: a channel whose step is under way (its
-// lock held here, as by a step waiting in a long LINE queue) does not hold
-// up the wake of the others; it retries in its own step.
-func TestLINEBackSkipsBusyChannels(t *testing.T) {
+// TestLINEBackWakesBusyChannelsLast: a channel whose step is under way
+// (its lock held here, as by a step waiting in a long LINE queue) does not
+// hold up the wake of the others, and is woken once its lock is free: its
+// last failure, before LINE was back, still says unreachable.
+func TestLINEBackWakesBusyChannelsLast(t *testing.T) {
 	const n = 5
 	h := outageHarness(t, n, 5, linefake.Fault{Drop: true})
 	h.start()
@@ -180,18 +181,85 @@ func TestLINEBackSkipsBusyChannels(t *testing.T) {
 	}
 	busy.mu.Lock()
 	h.clock.Advance(back.Sub(h.clock.Now()))
-	for deadline := time.Now().Add(10 * time.Second); h.logCount("LINE answers again; channels that could not reach it retry now") == 0; time.Sleep(time.Millisecond) {
+	const woke = "LINE answers again; channels that could not reach it retry now"
+	for deadline := time.Now().Add(10 * time.Second); h.logCount(woke) == 0; time.Sleep(time.Millisecond) {
 		if time.Now().After(deadline) {
 			busy.mu.Unlock()
 			t.Fatal("no wake within 10s while one channel was busy: the wake waited for it")
 		}
 	}
-	busy.mu.Unlock()
-	h.settle()
-	for i := range n {
-		tok, _, _ := h.rot.Token(h.chans[i].ID)
-		if got := tok.AccessToken != ""; got == (h.chans[i].ID == busy.cfg.ID) {
-			t.Errorf("channel %s (busy: %v) holds a token: %v", h.chans[i].ID, h.chans[i].ID == busy.cfg.ID, got)
+	// h.settle would wait for busy's lock: wait for the others' tokens.
+	held := func() (others int, b bool) {
+		for i := range n {
+			tok, _, _ := h.rot.Token(h.chans[i].ID)
+			switch {
+			case tok.AccessToken == "":
+			case h.chans[i].ID == busy.cfg.ID:
+				b = true
+			default:
+				others++
+			}
 		}
+		return others, b
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		if others, _ := held(); others == n-1 || time.Now().After(deadline) {
+			break
+		}
+	}
+	others, b := held()
+	busy.mu.Unlock() // the wake, waiting for it, has it now; the clock stays
+	if others != n-1 || b {
+		t.Fatalf("while one channel was busy: %d of the %d others hold a token (want all), the busy one: %v (want none)", others, n-1, b)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		if _, b := held(); b {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("channel %s holds no token 10s after its lock was free: the wake skipped it", busy.cfg.ID)
+		}
+	}
+}
+
+// TestRearmAfterWake: a wake that comes between a step's end and the arm
+// of the channel's next step (the step has let go of the channel, the arm
+// waits for the rotator's lock) is honoured: the channel is armed from its
+// state at the arm, not as the step left it.
+func TestRearmAfterWake(t *testing.T) {
+	h := outageHarness(t, 3, 7, linefake.Fault{Drop: true})
+	clock := &hookClock{FakeClock: h.clock}
+	h.opts.Clock = clock
+	h.start()
+	h.advance(10*time.Minute, nil)
+	var c *channel
+	h.rot.mu.Lock()
+	for _, ch := range h.rot.channelList() {
+		ch.mu.Lock()
+		if ch.issue.unreachable && ch.next.After(h.clock.Now().Add(time.Minute)) && c == nil {
+			c = ch
+		}
+		ch.mu.Unlock()
+	}
+	h.rot.mu.Unlock()
+	if c == nil {
+		t.Fatal("no channel waits more than a minute to retry: the test needs one")
+	}
+	clock.hook = func() { // in the arm, before it takes c's lock
+		c.mu.Lock()
+		wakeAttempts(c, h.clock.Now())
+		c.mu.Unlock()
+	}
+	rearm := "(*Rotator).rearm"
+	clock.at.Store(&rearm)
+	h.rot.countedStep(*h.rot.runCtx.Load(), c, true)
+	if clock.at.Load() != nil {
+		t.Fatal("the arm did not read the clock")
+	}
+	c.mu.Lock()
+	next := c.next
+	c.mu.Unlock()
+	if want := h.clock.Now().Add(time.Second); next.After(want) {
+		t.Fatalf("after a wake during its arm the channel steps at %s, want by %s", next, want)
 	}
 }

@@ -442,14 +442,22 @@ func (r *Rotator) countedStep(ctx context.Context, c *channel, arm bool) {
 	if ctx.Err() != nil {
 		return
 	}
-	next := r.step(ctx, c)
-	if !arm {
-		return
+	r.step(ctx, c)
+	if arm {
+		r.rearm(ctx, c)
 	}
+}
+
+// rearm arms c's job for its next step after a step. The time comes from
+// c's state as it is now, not as the step left it: a wake (lineBack) may
+// have made a retry due since the step let go of c.
+func (r *Rotator) rearm(ctx context.Context, c *channel) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	now := r.clock.Now()
 	c.mu.Lock()
 	removed := c.removed
+	next := r.nextWake(c, now)
 	c.next = next
 	c.mu.Unlock()
 	if !removed && ctx.Err() == nil {

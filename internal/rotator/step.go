@@ -108,13 +108,12 @@ func (c *channel) adopt(recs []store.Record) {
 	}
 }
 
-// step does whatever is due for c at the clock's now and returns when the
-// next step is due.
-func (r *Rotator) step(ctx context.Context, c *channel) time.Time {
+// step does whatever is due for c at the clock's now.
+func (r *Rotator) step(ctx context.Context, c *channel) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.removed {
-		return time.Time{}
+		return
 	}
 	now := r.clock.Now()
 	r.dropExpired(c, now)
@@ -145,11 +144,9 @@ func (r *Rotator) step(ctx context.Context, c *channel) time.Time {
 	r.doRevoke(ctx, c, now)
 	now = r.clock.Now()
 	r.refresh(c, now)
-	next := r.nextWake(c, now)
-	if !next.Before(c.assertionUntil) {
+	if !r.nextWake(c, now).Before(c.assertionUntil) {
 		c.dropAssertion() // the next step could not reuse it
 	}
-	return next
 }
 
 // firstToken is the first round of a start (startPass) for c: if c has
@@ -281,9 +278,9 @@ func (r *Rotator) lineBack() {
 
 // wake makes every channel waiting to retry a call LINE could not be
 // reached for retry at now (lineBack). It holds r.mu only to arm, one
-// channel at a time, and skips a channel whose step is under way: that
-// channel is trying already, and its step may be waiting in a long LINE
-// queue, which would hold up every arm and the watchdog's probe.
+// channel at a time. A channel whose step is under way (it may be waiting
+// in a long LINE queue) is woken after the others, when its step lets go
+// of it: the step's own calls may have failed before LINE was back.
 func (r *Rotator) wake(now time.Time) {
 	r.mu.Lock()
 	chans := r.channelList()
@@ -293,31 +290,55 @@ func (r *Rotator) wake(now time.Time) {
 		return // run -once: its passes retry on their own; or stopping
 	}
 	woken := 0
+	var busy []*channel
 	for _, c := range chans {
 		if !c.mu.TryLock() {
+			busy = append(busy, c)
 			continue
 		}
-		woke := false
-		for _, a := range []*attempt{&c.issue, &c.reconcile} {
-			if a.failures > 0 && a.unreachable && a.at.After(now) {
-				a.at, woke = now, true
-			}
-		}
-		if woke {
-			c.next = now
-		}
-		removed := c.removed
-		c.mu.Unlock()
-		if woke && !removed {
-			r.mu.Lock()
-			r.arm(c, now)
-			r.mu.Unlock()
+		if r.wakeChannel(c, now) {
 			woken++
 		}
 	}
-	if woken > 0 {
-		r.log.Info("LINE answers again; channels that could not reach it retry now", zap.Int("channels", woken))
+	if woken > 0 || len(busy) > 0 {
+		r.log.Info("LINE answers again; channels that could not reach it retry now",
+			zap.Int("channels", woken), zap.Int("in_step", len(busy)))
 	}
+	for _, c := range busy {
+		c.mu.Lock()
+		r.wakeChannel(c, now)
+	}
+}
+
+// wakeChannel makes c's retries of calls LINE could not be reached for
+// due at now and arms c for them; c.mu must be held, and wakeChannel
+// releases it. It reports whether c had such a retry.
+func (r *Rotator) wakeChannel(c *channel, now time.Time) bool {
+	woke := wakeAttempts(c, now)
+	if woke {
+		c.next = now
+	}
+	removed := c.removed
+	c.mu.Unlock()
+	if !woke || removed {
+		return false
+	}
+	r.mu.Lock()
+	r.arm(c, now)
+	r.mu.Unlock()
+	return true
+}
+
+// wakeAttempts makes c's retries of calls LINE could not be reached for,
+// if later than now, due at now; c.mu must be held.
+func wakeAttempts(c *channel, now time.Time) bool {
+	woke := false
+	for _, a := range []*attempt{&c.issue, &c.reconcile} {
+		if a.failures > 0 && a.unreachable && a.at.After(now) {
+			a.at, woke = now, true
+		}
+	}
+	return woke
 }
 
 func (r *Rotator) fail(c *channel, a *attempt, now time.Time, msg string, err error) time.Duration {
