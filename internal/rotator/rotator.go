@@ -346,11 +346,15 @@ func (r *Rotator) channelList() []*channel {
 // after the other, so under load (a thread preempted in between) a
 // reading's two parts disagree, by up to 28 ms measured here. gocron
 // could then find `at` past while arm found it ahead: the job kept only
-// its far run and the channel never stepped again (one channel in some
-// 10,000-channel outage runs; with times like `at` a few hundred
-// microseconds ahead under CPU load, 8-14 in 20 s, and none once `at`
-// carried no monotonic reading). Without one, every comparison here and
-// in gocron is by the wall clock, whose readings follow each other.
+// its far run and the channel never stepped again (one channel of 10,000
+// in 4 of about 19 outage runs; BenchmarkArmUnderLoad, arming at times a
+// few hundred microseconds ahead with every CPU busy, lost a job in
+// 400,000 arms, and none once `at` carried no monotonic reading). Without
+// one, every comparison here and in gocron is by the wall clock, whose
+// readings follow each other; openmeter and kopia strip their clocks'
+// monotonic readings for the same reason (openmeterio/openmeter#1349,
+// kopia/kopia#1437). A wall clock stepped back between gocron's reading
+// and arm's could still lose a job: Run's sweep catches that.
 func (r *Rotator) arm(c *channel, at time.Time) {
 	if r.sched == nil {
 		return
