@@ -12,6 +12,7 @@
 //	tokend_orphan_key_ids{channel}
 //	tokend_output_errors_total{channel}
 //	tokend_ready
+//	tokend_log_lines_dropped_total{level}
 //
 // The channel label is the channel's label (its name, else its ID); result
 // is "ok" or a short cause such as "http_429" or "timeout".
@@ -35,6 +36,7 @@ type Metrics struct {
 	lineRequests *prometheus.CounterVec
 	lineDuration *prometheus.HistogramVec
 	ready        prometheus.Gauge
+	logDropped   *prometheus.CounterVec
 }
 
 // New returns metrics registered in a new registry, with the Go runtime and
@@ -56,11 +58,15 @@ func New() *Metrics {
 			Name: "tokend_ready",
 			Help: "1 when every channel holds a valid token, else 0.",
 		}),
+		logDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokend_log_lines_dropped_total",
+			Help: "Log lines dropped by sampling: beyond the first 100 a second with the same message and level, all but every 100th.",
+		}, []string{"level"}),
 	}
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.channels, m.lineRequests, m.lineDuration, m.ready,
+		m.channels, m.lineRequests, m.lineDuration, m.ready, m.logDropped,
 	)
 	m.handler = promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{
 		// Scrapes that pile up must not pile up memory. No Timeout: it
@@ -87,6 +93,14 @@ func (m *Metrics) Handler() http.Handler {
 		return nil
 	}
 	return m.handler
+}
+
+// LogDropped counts a log line the logger's sampling dropped.
+func (m *Metrics) LogDropped(level string) {
+	if m == nil {
+		return
+	}
+	m.logDropped.WithLabelValues(level).Inc()
 }
 
 // SetToken records the channel's current token expiry and next rotation. A
