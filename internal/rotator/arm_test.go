@@ -180,7 +180,7 @@ func TestResponsive(t *testing.T) {
 
 // bareRotator is a rotator with the real clock, a running scheduler and
 // one channel, c, and nothing else: enough to arm c and see its job.
-func bareRotator(t *testing.T) (*Rotator, *channel) {
+func bareRotator(t testing.TB) (*Rotator, *channel) {
 	t.Helper()
 	sched, err := gocron.NewScheduler(gocron.WithLocation(time.UTC))
 	if err != nil {
@@ -193,7 +193,7 @@ func bareRotator(t *testing.T) (*Rotator, *channel) {
 }
 
 // job is c's gocron job.
-func job(t *testing.T, r *Rotator, c *channel) gocron.Job {
+func job(t testing.TB, r *Rotator, c *channel) gocron.Job {
 	t.Helper()
 	for _, j := range r.sched.Jobs() {
 		if j.ID() == c.jobID {
@@ -231,14 +231,7 @@ func TestArmHandsGocronWallTimes(t *testing.T) {
 //
 //	go test -run '^$' -bench ArmUnderLoad -benchtime 400000x ./internal/rotator
 func BenchmarkArmUnderLoad(b *testing.B) {
-	sched, err := gocron.NewScheduler(gocron.WithLocation(time.UTC))
-	if err != nil {
-		b.Fatal(err)
-	}
-	sched.Start()
-	defer func() { _ = sched.Shutdown() }()
-	r := &Rotator{clock: clockwork.NewRealClock(), log: zap.NewNop(), sched: sched}
-	c := &channel{cfg: Channel{ID: "1600000001"}}
+	r, c := bareRotator(b)
 	stop := make(chan struct{})
 	var burners sync.WaitGroup
 	for range 2 * runtime.GOMAXPROCS(0) {
@@ -265,9 +258,7 @@ func BenchmarkArmUnderLoad(b *testing.B) {
 		r.arm(c, time.Now().Add(time.Duration(rand.IntN(300))*time.Microsecond))
 		r.mu.Unlock()
 		if j == nil || j.ID() != c.jobID {
-			for _, x := range sched.Jobs() {
-				j = x
-			}
+			j = job(b, r, c)
 		}
 		next, _ := j.NextRun()
 		last, _ := j.LastRunStartedAt() // the job's lastRun: set when a run starts
