@@ -57,6 +57,7 @@ type options struct {
 	coldOnly     bool
 	socketOnly   bool
 	outage       time.Duration
+	flap         time.Duration
 }
 
 func main() {
@@ -99,6 +100,7 @@ func main() {
 	flag.BoolVar(&o.coldOnly, "cold-only", false, "measure only the cold start and its signing baseline, -runs times (quick work on target 1)")
 	flag.BoolVar(&o.socketOnly, "socket-only", false, "measure only target 4: one cold start, then -runs rounds of alternating loads of tokend and the bare server, saturated (throughput) and at -paced-rate (latency) (quick work on target 4)")
 	flag.DurationVar(&o.outage, "outage", 0, "measure only an outage: LINE closes every connection for this long from tokend's cold start, then answers; prints its cost, the recovery and the shutdown (-storm-timeout bounds the recovery)")
+	flag.DurationVar(&o.flap, "flap", 0, "with -outage: LINE comes and goes during the outage, down for this long, then up for as long, and so on (a flapping network); prints how many outputs existed when the outage ended")
 	flag.Parse()
 	if o.channels < 1 || o.runs < 1 || o.clients < 1 || o.pacedRate <= 0 || o.stormLead < time.Second || o.stormLead > time.Minute {
 		fmt.Fprintln(os.Stderr, "tokend-bench: -channels, -runs, -clients and -paced-rate must be positive, -storm-lead from 1s to 1m")

@@ -49,12 +49,13 @@ func TestSmoke(t *testing.T) {
 	if err := run(ctx, o); err != nil {
 		t.Fatal(err)
 	}
-	// The quick modes for targets 1 and 4, and the outage; one with a key per few channels
+	// The quick modes for targets 1 and 4, and the outage (also flapping); one with a key per few channels
 	// (the simulator must know which key signs each channel's assertions).
 	for _, mode := range []func(*options){
 		func(o *options) { o.coldOnly, o.keys = true, 3 },
 		func(o *options) { o.socketOnly = true },
 		func(o *options) { o.outage = 3 * time.Second },
+		func(o *options) { o.outage, o.flap = 3*time.Second, 500*time.Millisecond },
 	} {
 		m := o
 		mode(&m)
