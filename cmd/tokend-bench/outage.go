@@ -96,12 +96,13 @@ func outageRun(ctx context.Context, e *env, o options) error {
 	span, calls := time.Since(t0), attempts()-calls0
 	fmt.Printf("outage: LINE down %s from tokend's start; its second half: tokend %.1f %% of a core, rss %.1f MiB, %d log lines so far, LINE saw %d attempts (%.0f a second)\n",
 		secs(o.outage), 100*float64(cpu1-cpu0)/float64(span), float64(rss)/(1<<20), c.logLines(), calls, float64(calls)/span.Seconds())
-	if calls == 0 && in.missingOutputs() > 0 { // flapping may have let every channel through
+	missing := in.missingOutputs()
+	if calls == 0 && missing > 0 { // flapping may have let every channel through
 		return fmt.Errorf("outage: tokend made no attempt in the outage's second half; log: %s", tail(c.logPath))
 	}
 	if o.flap > 0 {
-		fmt.Printf("flapping: LINE down and up for %s each in turn; %d of %d outputs existed when the outage ended\n", secs(o.flap), in.n-in.missingOutputs(), in.n)
-	} else if missing := in.missingOutputs(); missing != in.n {
+		fmt.Printf("flapping: LINE down and up for %s each in turn; %d of %d outputs existed when the outage ended\n", secs(o.flap), in.n-missing, in.n)
+	} else if missing != in.n {
 		return fmt.Errorf("outage: %d outputs written while LINE was down", in.n-missing)
 	}
 
@@ -122,8 +123,9 @@ func outageRun(ctx context.Context, e *env, o options) error {
 	if err != nil {
 		return err
 	}
-	ready := fmt.Sprintf("%s after", secs(c.start.Add(d).Sub(up)))
-	if r := c.start.Add(d).Sub(up); r < 0 { // flapping let every channel through
+	r := c.start.Add(d).Sub(up)
+	ready := fmt.Sprintf("%s after", secs(r))
+	if r < 0 { // flapping let every channel through
 		ready = fmt.Sprintf("%s before", secs(-r))
 	}
 	fmt.Printf("recovery: every output %s after LINE came back (polled every 0.25s), READY=1 %s; %d issue calls for %d channels\n",
