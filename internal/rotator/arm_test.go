@@ -97,9 +97,7 @@ func TestArmWhenGocronIsLate(t *testing.T) {
 				t.Fatalf("clock %s, want past %s", now, at)
 			}
 			h.settle() // fails unless the step ran and re-armed
-			c.mu.Lock()
-			next := c.next
-			c.mu.Unlock()
+			next := nextOf(c)
 			if !next.Equal(due) {
 				t.Fatalf("after the late arm the channel is due at %s, want %s as before", next, due)
 			}
@@ -162,9 +160,7 @@ func TestResponsive(t *testing.T) {
 	h.rot.mu.Lock()
 	c := h.rot.chans[h.chans[0].ID]
 	h.rot.mu.Unlock()
-	c.mu.Lock()
-	due := c.next
-	c.mu.Unlock()
+	due := nextOf(c)
 	h.clock.Advance(due.Sub(h.clock.Now()))
 	select {
 	case <-hit:

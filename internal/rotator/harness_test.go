@@ -175,14 +175,18 @@ func (h *harness) idle() bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, c := range r.chans {
-		c.mu.Lock()
-		next := c.next
-		c.mu.Unlock()
-		if !next.After(now) {
+		if !nextOf(c).After(now) {
 			return false
 		}
 	}
 	return r.running.Load() == 0
+}
+
+// nextOf is when c's next step is due.
+func nextOf(c *channel) time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.next
 }
 
 // nextEvent is the earliest time any channel is due.

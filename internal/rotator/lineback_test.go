@@ -256,9 +256,7 @@ func TestRearmAfterWake(t *testing.T) {
 	if clock.at.Load() != nil {
 		t.Fatal("the arm did not read the clock")
 	}
-	c.mu.Lock()
-	next := c.next
-	c.mu.Unlock()
+	next := nextOf(c)
 	if want := h.clock.Now().Add(time.Second); next.After(want) {
 		t.Fatalf("after a wake during its arm the channel steps at %s, want by %s", next, want)
 	}

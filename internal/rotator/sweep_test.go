@@ -26,12 +26,6 @@ func loseJob(t *testing.T, h *harness, c *channel) {
 	}
 }
 
-func nextOf(c *channel) time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.next
-}
-
 // TestSweepArmsALostJob: a channel whose job the scheduler lost is armed
 // again by Run's sweep, with a warning, within two sweeps of being
 // overdue, and then steps as before.
