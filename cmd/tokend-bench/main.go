@@ -110,6 +110,10 @@ func main() {
 		fmt.Fprintln(os.Stderr, "tokend-bench: -keys must be from 1 to -channels")
 		os.Exit(2)
 	}
+	if o.outage < 0 || o.flap < 0 || (o.flap > 0 && o.outage == 0) {
+		fmt.Fprintln(os.Stderr, "tokend-bench: -outage and -flap must not be negative, and -flap needs -outage")
+		os.Exit(2)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, o); err != nil {
