@@ -23,6 +23,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -58,6 +59,8 @@ type options struct {
 	socketOnly   bool
 	outage       time.Duration
 	flap         time.Duration
+	failShare    float64
+	stallProbe   time.Duration
 }
 
 func main() {
@@ -101,17 +104,11 @@ func main() {
 	flag.BoolVar(&o.socketOnly, "socket-only", false, "measure only target 4: one cold start, then -runs rounds of alternating loads of tokend and the bare server, saturated (throughput) and at -paced-rate (latency) (quick work on target 4)")
 	flag.DurationVar(&o.outage, "outage", 0, "measure only an outage: LINE closes every connection for this long from tokend's cold start, then answers; prints its cost, the recovery and the shutdown (-storm-timeout bounds the recovery)")
 	flag.DurationVar(&o.flap, "flap", 0, "with -outage: LINE comes and goes during the outage, down for this long, then up for as long, and so on (a flapping network); prints how many outputs existed when the outage ended")
+	flag.Float64Var(&o.failShare, "fail-share", 1, "with -outage: LINE drops only this share of the calls while it is down, spread evenly, and answers the rest (a LINE failing in part); 1: every call")
+	flag.DurationVar(&o.stallProbe, "stall-probe", 3*time.Second, "before the runs, spin a thread on every CPU for this long and print how often the machine took a CPU away for over 1 ms (a VM's host at work; it bounds target 4's p99); 0: skip")
 	flag.Parse()
-	if o.channels < 1 || o.runs < 1 || o.clients < 1 || o.pacedRate <= 0 || o.stormLead < time.Second || o.stormLead > time.Minute {
-		fmt.Fprintln(os.Stderr, "tokend-bench: -channels, -runs, -clients and -paced-rate must be positive, -storm-lead from 1s to 1m")
-		os.Exit(2)
-	}
-	if o.keys < 1 || o.keys > o.channels {
-		fmt.Fprintln(os.Stderr, "tokend-bench: -keys must be from 1 to -channels")
-		os.Exit(2)
-	}
-	if o.outage < 0 || o.flap < 0 || (o.flap > 0 && o.outage == 0) {
-		fmt.Fprintln(os.Stderr, "tokend-bench: -outage and -flap must not be negative, and -flap needs -outage")
+	if err := o.check(); err != nil {
+		fmt.Fprintln(os.Stderr, "tokend-bench:", err)
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -120,6 +117,25 @@ func main() {
 		fmt.Fprintln(os.Stderr, "tokend-bench:", err)
 		os.Exit(1)
 	}
+}
+
+// check refuses flag values the bench cannot run with, saying which.
+func (o options) check() error {
+	switch {
+	case o.channels < 1 || o.runs < 1 || o.clients < 1 || o.pacedRate <= 0 || o.stormLead < time.Second || o.stormLead > time.Minute:
+		return errors.New("-channels, -runs, -clients and -paced-rate must be positive, -storm-lead from 1s to 1m")
+	case o.keys < 1 || o.keys > o.channels:
+		return errors.New("-keys must be from 1 to -channels")
+	case o.stallProbe < 0:
+		return errors.New("-stall-probe must not be negative")
+	case o.outage < 0 || o.flap < 0:
+		return errors.New("-outage and -flap must not be negative")
+	case !(o.failShare > 0 && o.failShare <= 1):
+		return errors.New("-fail-share must be over 0 and at most 1")
+	case o.outage == 0 && (o.flap > 0 || o.failShare < 1):
+		return errors.New("-flap and -fail-share need -outage")
+	}
+	return nil
 }
 
 func run(ctx context.Context, o options) error {
@@ -222,6 +238,9 @@ func printMachine(o options) {
 	sc, now := callCosts()
 	fmt.Printf("# machine: a system call costs %.2f µs, a clock read %.0f ns (the medians of 5 rounds of getppid(2) and time.Now)\n",
 		us(sc), float64(now))
+	if o.stallProbe > 0 {
+		fmt.Println(stallLine(probeStalls(o.stallProbe)))
+	}
 	fmt.Printf("# command: tokend-bench %s\n", strings.Join(os.Args[1:], " "))
 	fmt.Printf("# config: %d channels, one raw output each, max_in_flight %d, log level %s, %d socket clients\n",
 		o.channels, o.maxInFlight, o.logLevel, o.clients)

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -40,11 +41,13 @@ func TestSmoke(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	o := options{
-		channels: 50, keys: 1, runs: 1, idle: time.Second, socketFor: 200 * time.Millisecond, warmup: 50 * time.Millisecond,
+		failShare: 1,
+		channels:  50, keys: 1, runs: 1, idle: time.Second, socketFor: 200 * time.Millisecond, warmup: 50 * time.Millisecond,
 		clients: 8, pacedRate: 1000, maxInFlight: 4, logLevel: "warn",
 		storm: true, stormTimeout: time.Minute, stormLead: 2 * time.Second,
-		tokendBin: bin,
-		outputs:   t.TempDir(), // token files apart from the store, as by default
+		tokendBin:  bin,
+		outputs:    t.TempDir(), // token files apart from the store, as by default
+		stallProbe: 100 * time.Millisecond,
 	}
 	if err := run(ctx, o); err != nil {
 		t.Fatal(err)
@@ -56,11 +59,86 @@ func TestSmoke(t *testing.T) {
 		func(o *options) { o.socketOnly = true },
 		func(o *options) { o.outage = 3 * time.Second },
 		func(o *options) { o.outage, o.flap = 3*time.Second, 500*time.Millisecond },
+		func(o *options) { o.outage, o.failShare = 3*time.Second, 0.5 },
 	} {
 		m := o
 		mode(&m)
 		if err := run(ctx, m); err != nil {
 			t.Fatal(err)
+		}
+	}
+}
+
+// TestCheckRefusesFlags: flag values the bench cannot run with are refused
+// with a message naming the flag, not ignored.
+func TestCheckRefusesFlags(t *testing.T) {
+	ok := options{channels: 10, keys: 1, runs: 1, clients: 1, pacedRate: 1, stormLead: 10 * time.Second, failShare: 1}
+	if err := ok.check(); err != nil {
+		t.Fatalf("check(defaults) = %v", err)
+	}
+	for _, c := range []struct {
+		flag string
+		set  func(*options)
+	}{
+		{"-channels", func(o *options) { o.channels = 0 }},
+		{"-storm-lead", func(o *options) { o.stormLead = 2 * time.Minute }},
+		{"-keys", func(o *options) { o.keys = 11 }},
+		{"-stall-probe", func(o *options) { o.stallProbe = -time.Second }},
+		{"-outage", func(o *options) { o.outage = -time.Second }},
+		{"-flap", func(o *options) { o.flap = time.Second }},
+		{"-fail-share", func(o *options) { o.outage, o.failShare = time.Minute, 0 }},
+		{"-fail-share", func(o *options) { o.outage, o.failShare = time.Minute, 1.5 }},
+		{"-fail-share", func(o *options) { o.failShare = 0.5 }}, // without -outage
+	} {
+		o := ok
+		c.set(&o)
+		if err := o.check(); err == nil || !strings.Contains(err.Error(), c.flag) {
+			t.Errorf("%s: check() = %v, want an error naming %s", c.flag, err, c.flag)
+		}
+	}
+	o := ok
+	o.outage, o.flap, o.failShare = time.Minute, time.Second, 0.5
+	if err := o.check(); err != nil {
+		t.Errorf("-outage with -flap and -fail-share: check() = %v", err)
+	}
+}
+
+// TestSpinCountsGaps: the stall probe counts each gap between clock reads
+// by its length: over 1 ms a slow one, over 20 µs lost time, shorter ones
+// (a clock read, a timer tick) nothing. A clock that jumps stands in for a
+// CPU taken away.
+func TestSpinCountsGaps(t *testing.T) {
+	base := time.Unix(0, 0)
+	steps := []time.Duration{
+		0, 1 * time.Microsecond, 2 * time.Microsecond, // reads
+		22 * time.Microsecond,   // a 20 µs gap: not lost
+		52 * time.Microsecond,   // 30 µs: lost
+		2052 * time.Microsecond, // 2 ms: lost and slow
+		3052 * time.Microsecond, // 1 ms exactly: lost, not slow
+		8052 * time.Microsecond, // 5 ms: lost, slow, the longest
+		8053 * time.Microsecond,
+		10 * time.Millisecond, // 1.947 ms: lost, slow; past d, the last read
+	}
+	i := 0
+	now := func() time.Time {
+		if i >= len(steps) {
+			t.Fatal("spin read the clock after it had spun for d")
+		}
+		i++
+		return base.Add(steps[i-1])
+	}
+	got := spin(9*time.Millisecond, now)
+	want := stalls{
+		spun: 10 * time.Millisecond, slow: 3, longest: 5 * time.Millisecond,
+		lost: 30*time.Microsecond + 2*time.Millisecond + time.Millisecond + 5*time.Millisecond + (10*time.Millisecond - 8053*time.Microsecond),
+	}
+	if got != want {
+		t.Errorf("spin = %+v, want %+v", got, want)
+	}
+	line := stallLine([]stalls{got, {spun: 10 * time.Millisecond}})
+	for _, w := range []string{"each of 2 CPUs", "150.0 times a second", "longest 5.0 ms", "49.9 %"} {
+		if !strings.Contains(line, w) {
+			t.Errorf("stallLine = %q, want it to contain %q", line, w)
 		}
 	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -20,6 +21,9 @@ import (
 // With -flap P, LINE comes and goes during the outage instead: down for P,
 // up for P, and so on, so that some calls go through and wake the channels
 // that could not reach LINE (at most once a minute), while others fail.
+// With -fail-share F, LINE drops only the share F of the calls while it
+// is down and answers the others (a LINE failing in part), so that every
+// channel keeps meeting both.
 func outageRun(ctx context.Context, e *env, o options) error {
 	s, err := e.newSim()
 	if err != nil {
@@ -28,7 +32,7 @@ func outageRun(ctx context.Context, e *env, o options) error {
 	defer s.close()
 	down := func() {
 		for _, ep := range []string{linefake.EndpointIssueV21, linefake.EndpointKeyIDsV21} {
-			s.SetFault(ep, linefake.Fault{Drop: true})
+			s.SetFault(ep, linefake.Fault{Drop: true, Share: o.failShare})
 		}
 	}
 	down()
@@ -97,12 +101,20 @@ func outageRun(ctx context.Context, e *env, o options) error {
 	fmt.Printf("outage: LINE down %s from tokend's start; its second half: tokend %.1f %% of a core, rss %.1f MiB, %d log lines so far, LINE saw %d attempts (%.0f a second)\n",
 		secs(o.outage), 100*float64(cpu1-cpu0)/float64(span), float64(rss)/(1<<20), c.logLines(), calls, float64(calls)/span.Seconds())
 	missing := in.missingOutputs()
-	if calls == 0 && missing > 0 { // flapping may have let every channel through
+	if calls == 0 && missing > 0 { // flapping or a share may have let every channel through
 		return fmt.Errorf("outage: tokend made no attempt in the outage's second half; log: %s", tail(c.logPath))
 	}
-	if o.flap > 0 {
-		fmt.Printf("flapping: LINE down and up for %s each in turn; %d of %d outputs existed when the outage ended\n", secs(o.flap), in.n-missing, in.n)
-	} else if missing != in.n {
+	switch {
+	case o.flap > 0 || o.failShare < 1:
+		var how []string
+		if o.flap > 0 {
+			how = append(how, fmt.Sprintf("down and up for %s each in turn", secs(o.flap)))
+		}
+		if o.failShare < 1 {
+			how = append(how, fmt.Sprintf("dropping %.0f %% of the calls while down", 100*o.failShare))
+		}
+		fmt.Printf("in part: LINE %s; %d of %d outputs existed when the outage ended\n", strings.Join(how, ", "), in.n-missing, in.n)
+	case missing != in.n:
 		return fmt.Errorf("outage: %d outputs written while LINE was down", in.n-missing)
 	}
 
@@ -125,7 +137,7 @@ func outageRun(ctx context.Context, e *env, o options) error {
 	}
 	r := c.start.Add(d).Sub(up)
 	ready := fmt.Sprintf("%s after", secs(r))
-	if r < 0 { // flapping let every channel through
+	if r < 0 { // flapping or a share let every channel through
 		ready = fmt.Sprintf("%s before", secs(-r))
 	}
 	fmt.Printf("recovery: every output %s after LINE came back (polled every 0.25s), READY=1 %s; %d issue calls for %d channels\n",

@@ -1,6 +1,7 @@
 package linefake
 
 import (
+	"math"
 	"net"
 	"net/http"
 	"time"
@@ -24,6 +25,9 @@ type Fault struct {
 	Drop        bool          // close the connection without answering (a reset)
 	BodySize    int           // pad the body with spaces to this many bytes
 	Times       int           // apply to the next Times requests; 0 = until ClearFaults
+	Share       float64       // apply to this share of the requests, spread evenly (every other one for 0.5); 0 or 1 and over = every one
+
+	seen int // requests the fault has matched, for Share
 }
 
 // SetFault installs f for the named endpoint (one of the Endpoint
@@ -42,13 +46,22 @@ func (s *Server) ClearFaults() {
 	clear(s.faults)
 }
 
-// takeFault returns the endpoint's fault, counting down its Times.
+// takeFault returns the endpoint's fault, counting down its Times; a
+// request that its Share lets through is served normally.
 func (s *Server) takeFault(endpoint string) (Fault, bool) {
 	s.faultMu.Lock()
 	defer s.faultMu.Unlock()
 	f := s.faults[endpoint]
 	if f == nil {
 		return Fault{}, false
+	}
+	if f.Share > 0 && f.Share < 1 {
+		// The n-th request is faulted when n*Share passes a whole number:
+		// exactly Share of the requests, spread evenly, the same every run.
+		f.seen++
+		if math.Floor(float64(f.seen)*f.Share) == math.Floor(float64(f.seen-1)*f.Share) {
+			return Fault{}, false
+		}
 	}
 	out := *f
 	if f.Times > 0 {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -222,6 +223,40 @@ func TestFaultTimes(t *testing.T) {
 	}
 	if n := e.srv.Count(linefake.EndpointVerifyShort); n != 9 {
 		t.Errorf("Count = %d, want 9", n)
+	}
+}
+
+// TestFaultShare: a Share faults that share of the requests, spread
+// evenly, and Times counts only the faulted ones.
+func TestFaultShare(t *testing.T) {
+	e := newEnv(t)
+	tok := e.issueShort(chanA, secretA)
+	verify := func() int { return e.post("/v2/oauth/verify", url.Values{"access_token": {tok}}).status }
+	statuses := func(n int) []int {
+		var got []int
+		for range n {
+			got = append(got, verify())
+		}
+		return got
+	}
+
+	e.srv.SetFault(linefake.EndpointVerifyShort, linefake.Fault{Status: 503, Share: 0.5})
+	if got, want := statuses(6), []int{200, 503, 200, 503, 200, 503}; !slices.Equal(got, want) {
+		t.Errorf("Share 0.5: statuses %v, want %v", got, want)
+	}
+	e.srv.SetFault(linefake.EndpointVerifyShort, linefake.Fault{Status: 503, Share: 0.75})
+	if got, want := statuses(8), []int{200, 503, 503, 503, 200, 503, 503, 503}; !slices.Equal(got, want) {
+		t.Errorf("Share 0.75: statuses %v, want %v", got, want)
+	}
+	e.srv.SetFault(linefake.EndpointVerifyShort, linefake.Fault{Status: 503, Share: 0.5, Times: 2})
+	if got, want := statuses(6), []int{200, 503, 200, 503, 200, 200}; !slices.Equal(got, want) {
+		t.Errorf("Share 0.5, Times 2: statuses %v, want %v", got, want)
+	}
+	for _, share := range []float64{1, 0} {
+		e.srv.SetFault(linefake.EndpointVerifyShort, linefake.Fault{Status: 503, Share: share})
+		if got, want := statuses(3), []int{503, 503, 503}; !slices.Equal(got, want) {
+			t.Errorf("Share %v: statuses %v, want every one faulted", share, got)
+		}
 	}
 }
 
