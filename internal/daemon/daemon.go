@@ -13,6 +13,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"time"
 
@@ -73,6 +74,8 @@ type Daemon struct {
 	client  *oauth.Client
 	metrics *metrics.Metrics
 	rot     *rotator.Rotator
+	ln      net.Listener    // the socket; nil without socket.path (set by Run)
+	sock    *socket.Handler // its handler (set by Run)
 
 	responsive func() // tests: stands in for rot.Responsive in the watchdog
 }
@@ -414,10 +417,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return d.rot.Run(ctx) })
 	if ln != nil {
-		h := socket.NewHandler(d.rot, socket.HandlerOptions{
+		d.ln = ln
+		d.sock = socket.NewHandler(d.rot, socket.HandlerOptions{
 			Metrics: d.metrics.Handler(), AllowedUIDs: d.cfg.Socket.AllowedUIDs, Logger: d.log.Named("socket"),
 		})
-		g.Go(func() error { return socket.Serve(ctx, ln, h) })
+		g.Go(func() error { return socket.Serve(ctx, ln, d.sock) })
 	}
 	if mln != nil {
 		g.Go(func() error { return socket.Serve(ctx, mln, socket.NewMetricsHandler(d.rot, d.metrics.Handler())) })
@@ -529,15 +533,36 @@ func (d *Daemon) reload() error {
 	if err := d.rot.Reload(channels); err != nil {
 		return err
 	}
+	d.cfg = d.apply(cfg)
+	return nil
+}
+
+// apply puts a reloaded config's process-wide settings in force, after
+// its channels: log.level, socket.allowed_uids (from the next request on)
+// and socket.mode (from the next connect; connections already open stay
+// open). The settings that take a restart keep their running values, each
+// changed one with a warning. It returns the config now in force, which the
+// next reload compares with: a setting changed back to its running value
+// is no change, and one still waiting for a restart is warned about again.
+func (d *Daemon) apply(cfg *config.Config) *config.Config {
 	log := d.log.Named("daemon")
-	for _, ch := range []struct{ name, old, new string }{
-		{"state_dir", d.cfg.StateDir, cfg.StateDir},
-		{"socket.path", d.cfg.Socket.Path, cfg.Socket.Path},
-		{"metrics_listen", d.cfg.MetricsListen, cfg.MetricsListen},
-		{"line.base_url", d.cfg.LINE.BaseURL, cfg.LINE.BaseURL},
+	run := *cfg // what is in force after this reload
+	for _, ch := range []struct {
+		key      string
+		old, new any
+		keep     func()
+	}{
+		{"state_dir", d.cfg.StateDir, cfg.StateDir, func() { run.StateDir = d.cfg.StateDir }},
+		{"socket.path", d.cfg.Socket.Path, cfg.Socket.Path, func() { run.Socket.Path = d.cfg.Socket.Path }},
+		{"metrics_listen", d.cfg.MetricsListen, cfg.MetricsListen, func() { run.MetricsListen = d.cfg.MetricsListen }},
+		{"line.base_url", d.cfg.LINE.BaseURL, cfg.LINE.BaseURL, func() { run.LINE.BaseURL = d.cfg.LINE.BaseURL }},
+		{"line.timeout", d.cfg.LINE.Timeout, cfg.LINE.Timeout, func() { run.LINE.Timeout = d.cfg.LINE.Timeout }},
+		{"line.max_in_flight", d.cfg.LINE.MaxInFlight, cfg.LINE.MaxInFlight, func() { run.LINE.MaxInFlight = d.cfg.LINE.MaxInFlight }},
+		{"log.format", d.cfg.Log.Format, cfg.Log.Format, func() { run.Log.Format = d.cfg.Log.Format }},
 	} {
 		if ch.old != ch.new {
-			log.Warn("setting changes only on restart", zap.String("key", ch.name))
+			log.Warn("setting changes only on restart", zap.String("key", ch.key))
+			ch.keep()
 		}
 	}
 	if d.level != nil {
@@ -545,6 +570,17 @@ func (d *Daemon) reload() error {
 			d.level.SetLevel(lvl)
 		}
 	}
-	d.cfg = cfg
-	return nil
+	if d.sock != nil && !slices.Equal(d.cfg.Socket.AllowedUIDs, cfg.Socket.AllowedUIDs) {
+		d.sock.SetAllowedUIDs(cfg.Socket.AllowedUIDs)
+		log.Info("socket.allowed_uids applied", zap.Ints("allowed_uids", cfg.Socket.AllowedUIDs))
+	}
+	if d.ln != nil && d.cfg.Socket.Mode != cfg.Socket.Mode {
+		if err := socket.SetMode(d.ln, cfg.Socket.Mode); err != nil {
+			log.Error("socket.mode not applied; the socket keeps its mode", zap.Stringer("mode", config.FileMode(d.cfg.Socket.Mode)), zap.Error(err))
+			run.Socket.Mode = d.cfg.Socket.Mode
+		} else {
+			log.Info("socket.mode applied", zap.Stringer("mode", config.FileMode(cfg.Socket.Mode)))
+		}
+	}
+	return &run
 }

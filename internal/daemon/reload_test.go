@@ -3,6 +3,8 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"net"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -20,10 +22,12 @@ import (
 	"github.com/tokend/tokend/internal/oauth"
 )
 
-// TestReloadSettings: a reload applies log.level at once, and for the
-// settings that change only on restart (README, Reload) it says so, one
-// warning each, and keeps the running ones. systemd hears RELOADING=1 with
-// MONOTONIC_USEC, then READY=1.
+// TestReloadSettings: a reload applies log.level, socket.allowed_uids and
+// socket.mode at once, and for the settings that change only on restart
+// (README, Reload) it says so, one warning each, and keeps the running
+// ones: a later reload compares with what runs, so changing one back is no
+// change and one still waiting is warned about again. systemd hears
+// RELOADING=1 with MONOTONIC_USEC, then READY=1.
 func TestReloadSettings(t *testing.T) {
 	dir := t.TempDir()
 	keyPath := writeKeys(t, dir, 1)[0]
@@ -37,23 +41,34 @@ func TestReloadSettings(t *testing.T) {
 	sim.AddChannel("1657000001", "s1")
 	sim.RegisterKey("1657000001", "kid-1", &key.PublicKey)
 
+	type settings struct {
+		level, state, sock, metrics, base, timeout, format, mode string
+		inFlight                                                 int
+		uids                                                     []int
+	}
 	cfgPath := filepath.Join(dir, "config.yaml")
-	write := func(level, state, sock, metrics, base string) {
+	write := func(c settings) {
 		t.Helper()
 		y := fmt.Sprintf(`state_dir: %s
-log: {level: %s}
-line: {base_url: %q}
-socket: {path: %s}
+log: {level: %s, format: %s}
+line: {base_url: %q, timeout: %s, max_in_flight: %d}
+socket: {path: %s, mode: "%s", allowed_uids: %s}
 metrics_listen: %q
 channels:
   - {id: "1657000001", name: bot-1, key_id: kid-1, private_key_file: %s, channel_secret: s1, outputs: [{path: %s, format: raw}]}
-`, state, level, base, sock, metrics, keyPath, filepath.Join(dir, "bot-1.token"))
+`, c.state, c.level, c.format, c.base, c.timeout, c.inFlight, c.sock, c.mode, strings.ReplaceAll(fmt.Sprint(c.uids), " ", ","),
+			c.metrics, keyPath, filepath.Join(dir, "bot-1.token"))
 		if err := os.WriteFile(cfgPath, []byte(y), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
+	uid := os.Getuid()
 	sock := filepath.Join(dir, "s.sock")
-	write("info", filepath.Join(dir, "state"), sock, "", srv.URL)
+	first := settings{
+		level: "info", state: filepath.Join(dir, "state"), sock: sock, base: srv.URL,
+		timeout: "10s", inFlight: 4, format: "json", mode: "0660", uids: []int{uid + 1},
+	}
+	write(first)
 	cfg, err := config.Load(cfgPath)
 	if err != nil {
 		t.Fatal(err)
@@ -92,33 +107,98 @@ channels:
 	if n := next(); n != "READY=1" {
 		t.Fatalf("first notification %q, want READY=1", n)
 	}
+	reloadWith := func(c settings) {
+		t.Helper()
+		write(c)
+		reload <- struct{}{}
+		if n := next(); !strings.HasPrefix(n, "RELOADING=1\nMONOTONIC_USEC=") {
+			t.Fatalf("notification %q, want RELOADING=1 with MONOTONIC_USEC", n)
+		}
+		if n := next(); n != "READY=1" {
+			t.Fatalf("notification %q after the reload, want READY=1", n)
+		}
+	}
+	warned := func() []string {
+		var keys []string
+		for _, e := range logs.FilterMessage("setting changes only on restart").All() {
+			keys = append(keys, e.ContextMap()["key"].(string))
+		}
+		slices.Sort(keys)
+		return keys
+	}
+	client := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+	}}}
+	status := func() int {
+		t.Helper()
+		resp, err := client.Get("http://tokend/v1/channels/bot-1/token")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	mode := func() os.FileMode {
+		t.Helper()
+		fi, err := os.Stat(sock)
+		if err != nil {
+			t.Fatalf("the running socket: %v", err)
+		}
+		return fi.Mode().Perm()
+	}
+	if s := status(); s != http.StatusForbidden {
+		t.Fatalf("uid %d not in allowed_uids: status %d, want 403", uid, s)
+	}
 
-	write("debug", filepath.Join(dir, "state2"), filepath.Join(dir, "s2.sock"), "127.0.0.1:0", "http://127.0.0.1:1")
-	reload <- struct{}{}
-	if n := next(); !strings.HasPrefix(n, "RELOADING=1\nMONOTONIC_USEC=") {
-		t.Fatalf("notification %q, want RELOADING=1 with MONOTONIC_USEC", n)
+	// Every setting changed.
+	second := settings{
+		level: "debug", state: filepath.Join(dir, "state2"), sock: filepath.Join(dir, "s2.sock"), metrics: "127.0.0.1:0",
+		base: "http://127.0.0.1:1", timeout: "20s", inFlight: 8, format: "console", mode: "0600", uids: []int{uid},
 	}
-	if n := next(); n != "READY=1" {
-		t.Fatalf("notification %q after the reload, want READY=1", n)
-	}
+	reloadWith(second)
 	if l := level.Level(); l != zapcore.DebugLevel {
 		t.Errorf("log level %s after reloading log.level: debug", l)
 	}
-	var warned []string
-	for _, e := range logs.FilterMessage("setting changes only on restart").All() {
-		warned = append(warned, e.ContextMap()["key"].(string))
-	}
-	slices.Sort(warned)
-	if want := []string{"line.base_url", "metrics_listen", "socket.path", "state_dir"}; !slices.Equal(warned, want) {
-		t.Errorf("restart-only settings warned about: %v, want %v", warned, want)
+	restartOnly := []string{"line.base_url", "line.max_in_flight", "line.timeout", "log.format", "metrics_listen", "socket.path", "state_dir"}
+	if got := warned(); !slices.Equal(got, restartOnly) {
+		t.Errorf("restart-only settings warned about: %v, want %v", got, restartOnly)
 	}
 	if logs.FilterMessage("configuration reloaded").Len() != 1 {
 		t.Error("the reload was not logged")
 	}
-	if _, err := os.Stat(sock); err != nil {
-		t.Errorf("the running socket: %v", err)
-	}
-	if _, err := os.Stat(filepath.Join(dir, "s2.sock")); err == nil {
+	if _, err := os.Stat(second.sock); err == nil {
 		t.Error("a socket.path change took effect before a restart")
+	}
+	if s := status(); s != http.StatusOK {
+		t.Errorf("uid %d added to allowed_uids by a reload: status %d, want 200", uid, s)
+	}
+	if m := mode(); m != 0o600 {
+		t.Errorf("socket mode %v after reloading socket.mode 0600", m)
+	}
+
+	// The restart-only settings back as they run: no change, no warning;
+	// allowed_uids emptied: anyone who can open the socket.
+	third := first
+	third.mode, third.uids = "0600", nil
+	reloadWith(third)
+	if got := warned(); !slices.Equal(got, restartOnly) {
+		t.Errorf("a restart-only setting changed back to its running value was warned about: %v", got)
+	}
+	if s := status(); s != http.StatusOK {
+		t.Errorf("allowed_uids emptied by a reload: status %d, want 200", s)
+	}
+
+	// allowed_uids without this uid again, and state_dir changed again.
+	fourth := third
+	fourth.state, fourth.uids, fourth.mode = second.state, []int{uid + 1}, "0660"
+	reloadWith(fourth)
+	if s := status(); s != http.StatusForbidden {
+		t.Errorf("uid %d removed from allowed_uids by a reload: status %d, want 403", uid, s)
+	}
+	if m := mode(); m != 0o660 {
+		t.Errorf("socket mode %v after reloading socket.mode 0660", m)
+	}
+	if got := warned(); !slices.Equal(got, slices.Sorted(slices.Values(append(slices.Clone(restartOnly), "state_dir")))) {
+		t.Errorf("restart-only settings warned about after the fourth reload: %v, want one more state_dir", got)
 	}
 }

@@ -28,6 +28,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"unicode/utf8"
 
 	"go.uber.org/zap"
@@ -53,17 +54,30 @@ type Source interface {
 // HandlerOptions configures NewHandler.
 type HandlerOptions struct {
 	Metrics     http.Handler // serves /metrics; nil: 404
-	AllowedUIDs []int        // peers allowed on the socket; empty: anyone who can open it
+	AllowedUIDs []int        // peers allowed on the socket; empty: anyone who can open it (Handler.SetAllowedUIDs changes it)
 	Logger      *zap.Logger  // nil: no logs
 }
+
+// Handler is the socket API. Its allow-list can change while it serves
+// (a reload of socket.allowed_uids): each request is checked against the
+// list in force when it arrives.
+type Handler struct {
+	http.Handler
+	h *handler
+}
+
+// SetAllowedUIDs replaces socket.allowed_uids for the requests that follow;
+// empty: anyone who can open the socket.
+func (h *Handler) SetAllowedUIDs(uids []int) { h.h.setAllowed(uids) }
 
 // maxNameInError bounds how much of a client-supplied channel name an
 // error message repeats.
 const maxNameInError = 64
 
 // NewHandler returns the socket API served from src.
-func NewHandler(src Source, o HandlerOptions) http.Handler {
-	h := &handler{src: src, metrics: o.Metrics, allowed: slices.Clone(o.AllowedUIDs), log: o.Logger}
+func NewHandler(src Source, o HandlerOptions) *Handler {
+	h := &handler{src: src, metrics: o.Metrics, log: o.Logger}
+	h.setAllowed(o.AllowedUIDs)
 	if h.log == nil {
 		h.log = zap.NewNop()
 	}
@@ -73,13 +87,13 @@ func NewHandler(src Source, o HandlerOptions) http.Handler {
 	}))
 	mux.HandleFunc("/v1/channels", get(h.channels))
 	h.public(mux)
-	return h.authorize(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return &Handler{Handler: h.authorize(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if name, ok := tokenPath(r.URL); ok && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
 			h.token(w, r, name) // the hot path, without the mux's matching
 			return
 		}
 		mux.ServeHTTP(w, r)
-	}))
+	})), h: h}
 }
 
 // tokenPath returns {channel} when u is plainly /v1/channels/{channel}/token:
@@ -110,8 +124,13 @@ func NewMetricsHandler(src Source, metrics http.Handler) http.Handler {
 type handler struct {
 	src     Source
 	metrics http.Handler
-	allowed []int
+	allowed atomic.Pointer[[]int] // nil or empty: anyone who can open the socket
 	log     *zap.Logger
+}
+
+func (h *handler) setAllowed(uids []int) {
+	uids = slices.Clone(uids)
+	h.allowed.Store(&uids)
 }
 
 // public registers the routes both handlers serve, and the JSON 404.
@@ -146,13 +165,17 @@ var publicPaths = map[string]bool{"/healthz": true, "/readyz": true, "/metrics":
 func (h *handler) authorize(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p, known := peerFrom(r.Context())
+		var allowed []int
+		if a := h.allowed.Load(); a != nil {
+			allowed = *a
+		}
 		switch {
 		case known && !p.unix:
 			if !publicPaths[r.URL.Path] {
 				writeError(w, http.StatusForbidden, "only /metrics, /healthz and /readyz are served outside the Unix socket")
 				return
 			}
-		case len(h.allowed) == 0:
+		case len(allowed) == 0:
 		case !known:
 			writeError(w, http.StatusForbidden, "peer credentials unknown")
 			return
@@ -160,7 +183,7 @@ func (h *handler) authorize(next http.Handler) http.Handler {
 			h.log.Warn("cannot read peer credentials; request refused", zap.Error(p.err))
 			writeError(w, http.StatusForbidden, "peer credentials unavailable")
 			return
-		case !slices.Contains(h.allowed, p.uid):
+		case !slices.Contains(allowed, p.uid):
 			h.log.Warn("peer not in socket.allowed_uids; request refused",
 				zap.Int("uid", p.uid), zap.Int("pid", p.pid), zap.String("path", clip(r.URL.Path)))
 			writeError(w, http.StatusForbidden, fmt.Sprintf("uid %d is not allowed (socket.allowed_uids)", p.uid))

@@ -85,6 +85,31 @@ func Listen(path string, mode os.FileMode) (net.Listener, error) {
 	return &listener{UnixListener: ln, path: path, fi: fi}, nil
 }
 
+// SetMode changes the permission bits of the socket file that ln (from
+// Listen) serves, if it is still that socket: a reload of socket.mode.
+// The mode is checked when a client connects; connections already open
+// stay open.
+func SetMode(ln net.Listener, mode os.FileMode) error {
+	l, ok := ln.(*listener)
+	if !ok {
+		return errors.New("socket: not a listener from socket.Listen")
+	}
+	if mode&^fs.ModePerm != 0 {
+		return fmt.Errorf("socket: %s: mode %v has bits other than permissions", l.path, mode)
+	}
+	fi, err := os.Lstat(l.path)
+	if err != nil {
+		return fmt.Errorf("socket: %w", err)
+	}
+	if !os.SameFile(fi, l.fi) {
+		return fmt.Errorf("socket: %s is no longer the socket tokend listens on", l.path)
+	}
+	if err := os.Chmod(l.path, mode); err != nil {
+		return fmt.Errorf("socket: %w", err)
+	}
+	return nil
+}
+
 // clearStale checks what is at path: nothing is fine, a stale socket is
 // removed, anything else is an error.
 func clearStale(path string) error {
