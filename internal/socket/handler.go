@@ -26,6 +26,7 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
+	"path"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -92,8 +93,26 @@ func NewHandler(src Source, o HandlerOptions) *Handler {
 			h.token(w, r, name) // the hot path, without the mux's matching
 			return
 		}
-		mux.ServeHTTP(w, r)
+		cleanOnly(mux).ServeHTTP(w, r)
 	})), h: h}
+}
+
+// cleanOnly answers a path that is not in clean form (empty, "//", "." or
+// ".." segments) with the JSON 404, where http.ServeMux would redirect to
+// the clean path with an HTML body.
+func cleanOnly(mux *http.ServeMux) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p := r.URL.Path
+		c := path.Clean(p)
+		if strings.HasSuffix(p, "/") && c != "/" {
+			c += "/"
+		}
+		if c != p {
+			writeError(w, http.StatusNotFound, "not found")
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
 }
 
 // tokenPath returns {channel} when u is plainly /v1/channels/{channel}/token:
@@ -118,7 +137,7 @@ func NewMetricsHandler(src Source, metrics http.Handler) http.Handler {
 	h := &handler{src: src, metrics: metrics, log: zap.NewNop()}
 	mux := http.NewServeMux()
 	h.public(mux)
-	return mux
+	return cleanOnly(mux)
 }
 
 type handler struct {

@@ -29,7 +29,9 @@ var defaultTimeouts = timeouts{
 	shutdown:   5 * time.Second,
 }
 
-// maxHeaderBytes bounds a request's headers; bigger ones get 431.
+// maxHeaderBytes bounds a request's headers; bigger ones get 431. net/http
+// reads 4 KiB more than this before it refuses (its bufio slack), so 431
+// comes from about 20 KiB (TestSocketUnderLoad's 431_from).
 const maxHeaderBytes = 16 << 10
 
 // Serve serves h on ln until ctx is done, then shuts down gracefully
