@@ -96,6 +96,8 @@ type ParseOptions struct {
 	// LookupEnv reads the environment for ${NAME}, $STATE_DIRECTORY,
 	// $RUNTIME_DIRECTORY and $CREDENTIALS_DIRECTORY; nil means os.LookupEnv.
 	LookupEnv func(string) (string, bool)
+
+	file string // the config file's absolute path, set by Load: no output may overwrite it
 }
 
 // Limits on what is read.
@@ -128,7 +130,7 @@ func Load(path string) (*Config, error) {
 	case err != nil:
 		return nil, fmt.Errorf("config file %s: %w", abs, bare(err))
 	}
-	cfg, err := parse(data, ParseOptions{Dir: filepath.Dir(abs), LookupEnv: os.LookupEnv})
+	cfg, err := parse(data, ParseOptions{Dir: filepath.Dir(abs), LookupEnv: os.LookupEnv, file: abs})
 	if err != nil {
 		return nil, err
 	}
@@ -176,7 +178,7 @@ func parse(data []byte, o ParseOptions) (*Config, error) {
 			return nil, d.errs // the file is not a mapping: nothing to validate
 		}
 	}
-	v := &validator{opts: o, lines: newLineFinder(root), failed: map[string]bool{}}
+	v := &validator{opts: o, file: o.file, lines: newLineFinder(root), failed: map[string]bool{}}
 	for _, e := range d.errs {
 		v.failed[e.Path] = true
 	}

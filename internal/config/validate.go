@@ -31,6 +31,11 @@ const (
 	defaultHookTimeout    = 30 * time.Second
 	socketName            = "tokend.sock"
 
+	// storeFileName is the store's file in state_dir: store.FileName,
+	// which TestStoreFileName keeps it equal to (config does not import
+	// the store and bbolt for a name).
+	storeFileName = "tokend.db"
+
 	maxTimeout      = 5 * time.Minute
 	maxInFlight     = 1024
 	maxUID          = 1<<32 - 2 // (uid_t)-1 means "no user"
@@ -135,6 +140,7 @@ func reflectValue(p any) reflect.Value { return reflect.ValueOf(p).Elem() }
 // validator applies defaults, normalises and validates a rawConfig.
 type validator struct {
 	opts   ParseOptions
+	file   string // the config file's absolute path, "" when parsed from a reader: no output may overwrite it
 	lines  *lineFinder
 	failed map[string]bool // paths the decoder could not read: present, but with no usable value
 	errs   Errors
@@ -433,7 +439,8 @@ func channelPath(i int) string { return indexPath("channels", i) }
 func outputPath(i, j int) string { return indexPath(channelPath(i)+".outputs", j) + ".path" }
 
 // channels resolves and validates every channel, and checks that ids,
-// names and output files are not shared. The maps of first uses hold
+// names and output files are not shared, and that no output overwrites a
+// file of tokend's own (outputFiles). The maps of first uses hold
 // indexes, and a path is spelled out only for an error. With three paths
 // built for every channel, the maps and the list grown as they filled
 // and a regexp for names, validating 10,000 channels took 21 ms; now 9.
@@ -449,8 +456,7 @@ func (v *validator) channels(cfg *Config, raw *rawConfig) {
 		}
 	}
 	names := make(map[string]int, len(raw.Channels)) // name -> index of its first use
-	type at struct{ i, j int }
-	outputs := make(map[string]at, len(raw.Channels)) // output path -> channels[i].outputs[j], its first use
+	secretFiles := make([]string, len(raw.Channels)) // channels[i]'s channel_secret_file, resolved; "" if none
 	cfg.Channels = make([]Channel, 0, len(raw.Channels))
 	for i := range raw.Channels {
 		p := channelPath(i)
@@ -462,7 +468,8 @@ func (v *validator) channels(cfg *Config, raw *rawConfig) {
 		case ids[id] != i:
 			v.add(p+".id", id, "duplicate of "+channelPath(ids[id])+".id")
 		}
-		ch := v.channel(p, &raw.Channels[i], &raw.Defaults)
+		var ch Channel
+		ch, secretFiles[i] = v.channel(p, &raw.Channels[i], &raw.Defaults)
 		if ch.Name != "" {
 			first, dupName := names[ch.Name]
 			idOf, isID := ids[ch.Name]
@@ -477,9 +484,93 @@ func (v *validator) channels(cfg *Config, raw *rawConfig) {
 				names[ch.Name] = i
 			}
 		}
+		cfg.Channels = append(cfg.Channels, ch)
+	}
+	v.outputFiles(cfg, raw, secretFiles)
+}
+
+// ownFile is a file tokend reads or keeps, which an output must not
+// overwrite: what it is, and the channel it belongs to (-1 for none).
+type ownFile struct {
+	what ownKind
+	ch   int
+}
+
+type ownKind int
+
+const (
+	ownConfig ownKind = iota
+	ownStore
+	ownSocket
+	ownKey
+	ownSecret
+)
+
+// collision says, for an error, which of tokend's own files an output path
+// names and what writing the output there would do.
+func (f ownFile) collision(cfg *Config) string {
+	switch f.what {
+	case ownConfig:
+		return "is the config file itself; the output would overwrite it: choose another path"
+	case ownStore:
+		return "is tokend's store (" + storeFileName + " in state_dir " + cfg.StateDir +
+			"); the output would overwrite every token record: choose another path"
+	case ownSocket:
+		return "is socket.path, tokend's socket; the output would replace it: choose another path"
+	case ownKey:
+		return "is the private key file of " + channelKey(cfg, f.ch, "private_key_file") +
+			"; the output would overwrite the key: choose another path"
+	default:
+		return "is the channel secret file of " + channelKey(cfg, f.ch, secretFileKey) +
+			"; the output would overwrite the secret: choose another path"
+	}
+}
+
+// channelKey names channels[i]'s key for a message: "channel shop-bot
+// (channels[2].private_key_file)".
+func channelKey(cfg *Config, i int, key string) string {
+	p := channelPath(i) + "." + key
+	if label := cfg.Channels[i].Label(); label != "" {
+		return "channel " + label + " (" + p + ")"
+	}
+	return p
+}
+
+// outputFiles checks that no two outputs share a file, and that no output
+// is one of tokend's own files: the config file, the store in state_dir
+// (bbolt keeps its lock on that file: state_dir holds nothing else), the
+// socket, and every channel's private key and channel secret file. Paths
+// are compared as the config resolves them, cleaned and absolute; like the
+// check between outputs, this does not resolve symlinks, so an output
+// reaching one of those files through a link or another mount is not
+// caught here.
+func (v *validator) outputFiles(cfg *Config, raw *rawConfig, secretFiles []string) {
+	own := make(map[string]ownFile, 2*len(cfg.Channels)+3) // path -> the first own file there
+	claim := func(path string, f ownFile) {
+		if _, dup := own[path]; path != "" && !dup {
+			own[path] = f
+		}
+	}
+	claim(v.file, ownFile{what: ownConfig, ch: -1})
+	if filepath.IsAbs(cfg.StateDir) {
+		claim(filepath.Join(cfg.StateDir, storeFileName), ownFile{what: ownStore, ch: -1})
+	}
+	claim(cfg.Socket.Path, ownFile{what: ownSocket, ch: -1})
+	for i, ch := range cfg.Channels {
+		claim(ch.PrivateKeyFile, ownFile{what: ownKey, ch: i})
+		claim(secretFiles[i], ownFile{what: ownSecret, ch: i})
+	}
+
+	type at struct{ i, j int }
+	outputs := make(map[string]at, len(cfg.Channels)) // output path -> channels[i].outputs[j], its first use
+	for i, ch := range cfg.Channels {
 		for j, o := range ch.Outputs {
 			if o.Path == "" {
 				continue // reported by channel
+			}
+			if f, ok := own[o.Path]; ok {
+				v.add(outputPath(i, j), raw.Channels[i].Outputs[j].Path, f.collision(cfg))
+				continue
 			}
 			if first, dup := outputs[o.Path]; dup {
 				v.add(outputPath(i, j), raw.Channels[i].Outputs[j].Path,
@@ -488,7 +579,6 @@ func (v *validator) channels(cfg *Config, raw *rawConfig) {
 			}
 			outputs[o.Path] = at{i, j}
 		}
-		cfg.Channels = append(cfg.Channels, ch)
 	}
 }
 
@@ -523,8 +613,9 @@ func fromWhere(src source, key string, kind Kind) string {
 }
 
 // channel resolves and validates one channel (all but the cross-channel
-// checks, which are in channels).
-func (v *validator) channel(p string, rc *rawChannel, def *rawDefaults) Channel {
+// checks, which are in channels). It also returns the channel secret
+// file's resolved path, "" if none.
+func (v *validator) channel(p string, rc *rawChannel, def *rawDefaults) (Channel, string) {
 	ch := Channel{ID: rc.ID, Name: rc.Name, KeyID: rc.KeyID, Kind: KindV21}
 	switch {
 	case rc.Kind != nil:
@@ -544,7 +635,7 @@ func (v *validator) channel(p string, rc *rawChannel, def *rawDefaults) Channel 
 			ch.PrivateKeyFile = resolve(v.opts.Dir, rc.PrivateKeyFile)
 		}
 	}
-	v.secret(p, rc, &ch)
+	secretFile := v.secret(p, rc, &ch)
 	if kindOK {
 		v.credentials(p, rc, &ch)
 	}
@@ -620,11 +711,13 @@ func (v *validator) channel(p string, rc *rawChannel, def *rawDefaults) Channel 
 	for j := range rc.OnRotate {
 		ch.OnRotate = append(ch.OnRotate, v.hook(fmt.Sprintf("%s.on_rotate[%d]", p, j), &rc.OnRotate[j]))
 	}
-	return ch
+	return ch, secretFile
 }
 
-// secret fills ch.ChannelSecret from channel_secret or channel_secret_file.
-func (v *validator) secret(p string, rc *rawChannel, ch *Channel) {
+// secret fills ch.ChannelSecret from channel_secret or channel_secret_file,
+// and returns the channel_secret_file's resolved path ("" if none), read
+// or not.
+func (v *validator) secret(p string, rc *rawChannel, ch *Channel) string {
 	switch {
 	case rc.ChannelSecret != "" && rc.ChannelSecretFile != "":
 		v.add(p, "", "set only one of channel_secret or channel_secret_file")
@@ -634,7 +727,7 @@ func (v *validator) secret(p string, rc *rawChannel, ch *Channel) {
 		key := p + "." + secretFileKey
 		if msg := pathProblem(rc.ChannelSecretFile); msg != "" {
 			v.add(key, rc.ChannelSecretFile, msg)
-			return
+			return ""
 		}
 		base := v.opts.Dir
 		if dir, ok := v.opts.LookupEnv(credentialsEnv); ok && dir != "" {
@@ -648,15 +741,17 @@ func (v *validator) secret(p string, rc *rawChannel, ch *Channel) {
 		data, err := readFile(name, maxSecretSize)
 		if err != nil {
 			v.add(key, rc.ChannelSecretFile, where+fileErr(err))
-			return
+			return name
 		}
 		s := strings.TrimRight(string(data), "\r\n")
 		if s == "" {
 			v.add(key, rc.ChannelSecretFile, where+"the file is empty; put the channel secret in it")
-			return
+			return name
 		}
 		ch.ChannelSecret = Secret(s)
+		return name
 	}
+	return ""
 }
 
 // credentials checks that the channel has what its kind needs to issue

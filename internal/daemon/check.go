@@ -12,12 +12,13 @@ import (
 
 	"github.com/tokend/tokend/internal/config"
 	"github.com/tokend/tokend/internal/oauth"
+	"github.com/tokend/tokend/internal/socket"
 )
 
 // Check validates what the config points at: keys, output and socket
-// directories, the state directory; online, it also asks LINE for each
-// keyed channel's valid key IDs, which proves the key and key_id are
-// registered. It returns every problem found.
+// directories, what is at socket.path, the state directory; online, it
+// also asks LINE for each keyed channel's valid key IDs, which proves the
+// key and key_id are registered. It returns every problem found.
 func Check(ctx context.Context, cfg *config.Config, online bool, version string) []error {
 	var errs []error
 	channels, err := Channels(cfg)
@@ -30,6 +31,8 @@ func Check(ctx context.Context, cfg *config.Config, online bool, version string)
 	if cfg.Socket.Path != "" {
 		if err := checkDir("socket.path", filepath.Dir(cfg.Socket.Path), false); err != nil {
 			errs = append(errs, err)
+		} else if err := socket.CheckPath(cfg.Socket.Path); err != nil {
+			errs = append(errs, fmt.Errorf("socket.path: %w", err))
 		}
 	}
 	for i, ch := range cfg.Channels {

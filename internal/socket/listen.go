@@ -110,9 +110,11 @@ func SetMode(ln net.Listener, mode os.FileMode) error {
 	return nil
 }
 
-// clearStale checks what is at path: nothing is fine, a stale socket is
-// removed, anything else is an error.
-func clearStale(path string) error {
+// CheckPath is what Listen refuses at path before it binds: anything but
+// a socket. Nothing there passes, and so does a socket, stale or live
+// (Listen then replaces a stale one and refuses a live one; tokend check
+// runs while the daemon serves, so it does not probe).
+func CheckPath(path string) error {
 	fi, err := os.Lstat(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -121,6 +123,18 @@ func clearStale(path string) error {
 		return fmt.Errorf("socket: %w", err)
 	case fi.Mode().Type() != fs.ModeSocket:
 		return fmt.Errorf("socket: %s exists and is not a socket; refusing to replace it", path)
+	}
+	return nil
+}
+
+// clearStale checks what is at path: nothing is fine, a stale socket is
+// removed, anything else is an error.
+func clearStale(path string) error {
+	if err := CheckPath(path); err != nil {
+		return err
+	}
+	if _, err := os.Lstat(path); errors.Is(err, fs.ErrNotExist) {
+		return nil
 	}
 	c, err := net.DialTimeout("unix", path, probeTimeout)
 	if err == nil {
