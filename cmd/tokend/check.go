@@ -17,6 +17,12 @@ func cmdCheck(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := parse(fs, args); err != nil {
 		return err
 	}
+	if fs.NArg() > 0 {
+		// Flags after an argument are not parsed: without this check,
+		// "check new.yaml" or "check x -config new.yaml" would check the
+		// default config and say ok.
+		return usage("unexpected argument %q; name the config with -config FILE", fs.Arg(0))
+	}
 	cfg, err := config.Load(*path)
 	if err != nil {
 		return usage("%s: %w", *path, err)

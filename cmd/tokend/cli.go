@@ -127,6 +127,9 @@ func cmdVersion(_ context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := parse(fs, args); err != nil {
 		return err
 	}
+	if fs.NArg() > 0 {
+		return usage("unexpected argument %q; run tokend version without arguments", fs.Arg(0))
+	}
 	fmt.Fprintf(stdout, "tokend %s\n", Version())
 	return nil
 }

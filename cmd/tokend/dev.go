@@ -12,13 +12,16 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"syscall"
 	"text/template"
 	"time"
 
 	"github.com/google/uuid"
 
+	"github.com/tokend/tokend/internal/config"
 	"github.com/tokend/tokend/internal/linefake"
 	"github.com/tokend/tokend/internal/oauth"
+	"github.com/tokend/tokend/internal/store"
 )
 
 // devChannels are the channels `tokend dev` runs; short TTLs so a full
@@ -59,20 +62,49 @@ channels:
 {{- end}}
 `))
 
+// devConfigData fills devConfig.
+type devConfigData struct {
+	Dir, BaseURL, Socket           string
+	TTL, RotateBefore, RevokeAfter config.Duration
+	Channels                       []devChannel
+}
+
+type devChannel struct{ ID, Name, KeyID string }
+
 func cmdDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("dev", stderr)
 	dir := fs.String("dir", "tokend-dev", "where dev keeps keys, secrets, state, tokens and its config")
-	ttl := fs.Duration("token-ttl", 2*time.Minute, "token lifetime (at least 1m)")
-	rotateBefore := fs.Duration("rotate-before", time.Minute, "rotate this long before expiry")
-	revokeAfter := fs.Duration("revoke-after", 20*time.Second, "revoke the superseded token this long after rotation")
+	lifetimes := defaultDevFlags()
+	lifetimes.register(fs)
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	if fs.NArg() > 0 {
+		return usage("unexpected argument %q; usage: tokend dev [-dir D] [-token-ttl 2m] [-rotate-before 1m] [-revoke-after 20s]", fs.Arg(0))
+	}
+	if err := lifetimes.check(); err != nil {
+		return usage("%w", err)
 	}
 	abs, err := filepath.Abs(*dir)
 	if err != nil {
 		return err
 	}
-	for _, sub := range []string{"", "keys", "secrets", "tokens"} {
+	if err := os.MkdirAll(abs, 0o700); err != nil {
+		return fmt.Errorf("dev directory: %w", err)
+	}
+	// Nothing under abs is written before both locks are known to be free:
+	// a second dev on the same directory must not point the first one's
+	// config at its own (short-lived) simulator.
+	unlock, err := lockDevDir(abs)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	stateDir := filepath.Join(abs, "state")
+	if err := probeStore(stateDir); err != nil {
+		return err
+	}
+	for _, sub := range []string{"keys", "secrets", "tokens"} {
 		if err := os.MkdirAll(filepath.Join(abs, sub), 0o700); err != nil {
 			return fmt.Errorf("dev directory: %w", err)
 		}
@@ -87,13 +119,9 @@ func cmdDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	go srv.Serve(ln) //nolint:errcheck // ends with Close below
 	defer srv.Close()
 
-	type chanData struct{ ID, Name, KeyID string }
-	data := struct {
-		Dir, BaseURL, Socket           string
-		TTL, RotateBefore, RevokeAfter time.Duration
-		Channels                       []chanData
-	}{Dir: abs, BaseURL: "http://" + ln.Addr().String(), Socket: devSocket(abs),
-		TTL: *ttl, RotateBefore: *rotateBefore, RevokeAfter: *revokeAfter}
+	data := devConfigData{Dir: abs, BaseURL: "http://" + ln.Addr().String(), Socket: devSocket(abs),
+		TTL: config.Duration(lifetimes.ttl.d), RotateBefore: config.Duration(lifetimes.rotateBefore.d),
+		RevokeAfter: config.Duration(lifetimes.revokeAfter.d)}
 	for _, ch := range devChannels {
 		kid, err := devKey(abs, ch.Name)
 		if err != nil {
@@ -109,7 +137,7 @@ func cmdDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 		sim.AddChannel(ch.ID, secret)
 		sim.RegisterKey(ch.ID, kid, &key.PublicKey)
-		data.Channels = append(data.Channels, chanData{ch.ID, ch.Name, kid})
+		data.Channels = append(data.Channels, devChannel{ch.ID, ch.Name, kid})
 	}
 	cfgPath := filepath.Join(abs, "config.yaml")
 	f, err := os.OpenFile(cfgPath, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
@@ -135,6 +163,36 @@ func cmdDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
   Tokens live %s, rotate %s before expiry, the old one is revoked %s later. Ctrl-C stops.
 `, data.BaseURL, abs, cfgPath, abs, data.Socket, data.Socket, data.TTL, data.RotateBefore, data.RevokeAfter)
 	return runDaemon(ctx, cfg, cfgPath, false, defaultDevOptions())
+}
+
+// lockDevDir takes an exclusive lock on the dev directory itself (flock on
+// the directory: no file is added to it) and returns its release. A second
+// dev on the same directory fails here, before it has written anything.
+// The lock is released when the process ends, however it ends.
+func lockDevDir(dir string) (func(), error) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return nil, fmt.Errorf("dev directory: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, usage("%s is in use by another tokend dev; stop that one first, or give this one another -dir", dir)
+		}
+		return nil, fmt.Errorf("lock dev directory %s: %w", dir, err)
+	}
+	return func() { f.Close() }, nil
+}
+
+// probeStore opens and closes the store in stateDir, so that one held by
+// another tokend (a `tokend run` on the dev config, an older dev) is
+// reported, as the daemon reports it, before dev writes its config.
+func probeStore(stateDir string) error {
+	st, err := store.Open(stateDir)
+	if err != nil {
+		return usage("state_dir: %w", err)
+	}
+	return st.Close()
 }
 
 // devSocket keeps the socket path under the 108-byte limit of sun_path.

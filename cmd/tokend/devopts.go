@@ -1,9 +1,14 @@
 package main
 
 import (
+	"errors"
+	"flag"
+	"fmt"
 	"time"
 
+	"github.com/tokend/tokend/internal/config"
 	"github.com/tokend/tokend/internal/daemon"
+	"github.com/tokend/tokend/internal/oauth"
 	"github.com/tokend/tokend/internal/rotator"
 )
 
@@ -13,4 +18,90 @@ func defaultDevOptions() daemon.Options {
 	r := rotator.DefaultRetry
 	r.Max, r.Slow = 10*time.Second, 30*time.Second
 	return daemon.Options{Retry: r}
+}
+
+// devMinTokenTTL and oauth.MaxTokenTTL are the bounds internal/config puts
+// on token_ttl (validate.go: minTokenTTL, maxTokenTTL); TestDevFlagsAgreeWithConfig
+// checks that dev's checks still agree with the config's.
+const devMinTokenTTL = time.Minute
+
+// devDuration is the value of a dev lifetime flag: Go syntax plus the
+// config's d unit ("30d", "1d12h"), negative values refused. It keeps what
+// was typed so that a message quotes it.
+type devDuration struct {
+	d    time.Duration
+	text string
+}
+
+var _ flag.Value = (*devDuration)(nil)
+
+func (v *devDuration) String() string {
+	if v == nil {
+		return ""
+	}
+	if v.text != "" {
+		return v.text
+	}
+	return config.Duration(v.d).String()
+}
+
+func (v *devDuration) Set(s string) error {
+	d, err := config.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	v.d, v.text = d, s
+	return nil
+}
+
+// devFlags are the lifetimes `tokend dev` writes into its config.
+type devFlags struct {
+	ttl, rotateBefore, revokeAfter devDuration
+}
+
+// defaultDevFlags: a token lives 2 minutes, rotates 1 minute before expiry
+// and the old one is revoked 20 seconds later.
+func defaultDevFlags() *devFlags {
+	return &devFlags{
+		ttl:          devDuration{d: 2 * time.Minute},
+		rotateBefore: devDuration{d: time.Minute},
+		revokeAfter:  devDuration{d: 20 * time.Second},
+	}
+}
+
+// register adds the lifetime flags to fs.
+func (o *devFlags) register(fs *flag.FlagSet) {
+	fs.Var(&o.ttl, "token-ttl", "token lifetime, a `duration` from 1m to 30d in whole seconds (units h, m, s, d = 24h)")
+	fs.Var(&o.rotateBefore, "rotate-before", "rotate this long (a `duration`) before expiry; more than 0, less than -token-ttl")
+	fs.Var(&o.revokeAfter, "revoke-after", "revoke the superseded token this long (a `duration`) after rotation; less than -token-ttl")
+}
+
+// check refuses lifetimes the generated config would refuse, naming the
+// flag and the value typed instead of the config key dev writes. Every
+// problem is listed.
+func (o *devFlags) check() error {
+	var errs []error
+	bad := func(name string, v devDuration, msg string) {
+		errs = append(errs, fmt.Errorf("-%s %s: %s", name, v.String(), msg))
+	}
+	ttlOK := true
+	switch ttl := o.ttl.d; {
+	case ttl < devMinTokenTTL || ttl > oauth.MaxTokenTTL:
+		bad("token-ttl", o.ttl, "must be between 1m and 30d (LINE's limit for v2.1 tokens)")
+		ttlOK = false
+	case ttl%time.Second != 0:
+		bad("token-ttl", o.ttl, "must be a whole number of seconds")
+		ttlOK = false
+	}
+	shorter := "must be shorter than -token-ttl (" + config.Duration(o.ttl.d).String() + ")"
+	switch {
+	case o.rotateBefore.d <= 0:
+		bad("rotate-before", o.rotateBefore, "must be greater than 0")
+	case ttlOK && o.rotateBefore.d >= o.ttl.d:
+		bad("rotate-before", o.rotateBefore, shorter)
+	}
+	if ttlOK && o.revokeAfter.d >= o.ttl.d {
+		bad("revoke-after", o.revokeAfter, shorter)
+	}
+	return errors.Join(errs...)
 }

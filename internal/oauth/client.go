@@ -179,7 +179,17 @@ type issueResponse struct {
 	KeyID       string `json:"key_id"`
 }
 
-func (r *issueResponse) token(wantKeyID bool) (*Token, error) {
+// The longest expires_in an issue answer may carry: the lifetime LINE
+// documents with a margin, so that LINE lengthening it a little stops
+// nothing, while a nonsensical value (one that would also overflow a
+// time.Duration) is a malformed answer instead of a wrong expiry.
+const (
+	maxExpiresIn          = MaxTokenTTL + 24*time.Hour // v2.1 and short-lived: 30 days
+	maxExpiresInStateless = 30 * time.Minute           // stateless: 15 minutes
+)
+
+// token checks the answer: a token, and an expires_in from 1 s to limit.
+func (r *issueResponse) token(wantKeyID bool, limit time.Duration) (*Token, error) {
 	switch {
 	case r.AccessToken == "":
 		return nil, errors.New("response has no access_token")
@@ -187,6 +197,8 @@ func (r *issueResponse) token(wantKeyID bool) (*Token, error) {
 		return nil, errors.New("response has no expires_in")
 	case *r.ExpiresIn <= 0:
 		return nil, fmt.Errorf("response expires_in %d is not positive", *r.ExpiresIn)
+	case *r.ExpiresIn > int64(limit/time.Second):
+		return nil, fmt.Errorf("response expires_in %d is over %d seconds (%v), longer than LINE grants such a token", *r.ExpiresIn, int64(limit/time.Second), limit)
 	case wantKeyID && r.KeyID == "":
 		return nil, errors.New("response has no key_id")
 	}
@@ -347,9 +359,13 @@ func (c *Client) IssueStatelessTokenBySecret(ctx context.Context, channelID, cha
 
 // issue POSTs form to an issue endpoint and checks the token in the answer.
 func (c *Client) issue(ctx context.Context, path string, form url.Values, wantKeyID bool) (*Token, error) {
+	limit := maxExpiresIn
+	if path == pathIssueStateless {
+		limit = maxExpiresInStateless
+	}
 	var r issueResponse
 	var tok *Token
-	err := c.do(ctx, http.MethodPost, path, form, &r, func() (err error) { tok, err = r.token(wantKeyID); return err })
+	err := c.do(ctx, http.MethodPost, path, form, &r, func() (err error) { tok, err = r.token(wantKeyID, limit); return err })
 	if err != nil {
 		return nil, err
 	}

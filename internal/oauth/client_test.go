@@ -417,6 +417,12 @@ func TestClientMalformedSuccess(t *testing.T) {
 			"POST /v2/oauth/accessToken: malformed: 200 response has no expires_in"},
 		{"zero expires_in", "IssueStatelessTokenByAssertion", `{"access_token":"t","expires_in":0}`,
 			"POST /oauth2/v3/token: malformed: 200 response expires_in 0 is not positive"},
+		{"expires_in overflowing a Duration", "IssueChannelAccessTokenV2_1", `{"access_token":"t","expires_in":99999999999999,"key_id":"k"}`,
+			"POST /oauth2/v2.1/token: malformed: 200 response expires_in 99999999999999 is over 2678400 seconds (744h0m0s), longer than LINE grants such a token"},
+		{"short-lived over 31 days", "IssueAccessToken", `{"access_token":"t","expires_in":2678401}`,
+			"POST /v2/oauth/accessToken: malformed: 200 response expires_in 2678401 is over 2678400 seconds (744h0m0s), longer than LINE grants such a token"},
+		{"stateless over 30 minutes", "IssueStatelessTokenBySecret", `{"access_token":"t","expires_in":1801}`,
+			"POST /oauth2/v3/token: malformed: 200 response expires_in 1801 is over 1800 seconds (30m0s), longer than LINE grants such a token"},
 		{"expires_in string", "IssueAccessToken", `{"access_token":"t","expires_in":"10"}`,
 			"POST /v2/oauth/accessToken: malformed: 200 response body: field expires_in is a JSON string, want int64"},
 		{"expires_in fraction", "IssueAccessToken", `{"access_token":"t","expires_in":1.5}`,
@@ -455,6 +461,38 @@ func TestClientMalformedSuccess(t *testing.T) {
 				t.Errorf("IsRetryable %v Cause %q", IsRetryable(err), Cause(err))
 			}
 			assertNoSecrets(t, err.Error())
+		})
+	}
+}
+
+// TestClientExpiresInBounds: the longest lifetimes an issue answer may
+// carry pass: LINE's documented ones (30 days; stateless 899 s, its
+// example) and the margin's end (31 days; stateless 30 minutes).
+func TestClientExpiresInBounds(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		op   string
+		secs int64
+	}{
+		{"IssueChannelAccessTokenV2_1", 2592000}, {"IssueChannelAccessTokenV2_1", 2678400},
+		{"IssueAccessToken", 2678400}, {"IssueStatelessTokenBySecret", 899}, {"IssueStatelessTokenByAssertion", 1800},
+	} {
+		t.Run(fmt.Sprintf("%s/%d", tt.op, tt.secs), func(t *testing.T) {
+			t.Parallel()
+			body := fmt.Sprintf(`{"access_token":"t","expires_in":%d,"key_id":"k"}`, tt.secs)
+			h := &recorder{respond: func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, body) }}
+			c, _ := newTestServer(t, h, Options{})
+			var op operation
+			for _, o := range operations() {
+				if o.name == tt.op {
+					op = o
+				}
+			}
+			got, err := op.call(context.Background(), c)
+			tok, _ := got.(*Token)
+			if err != nil || tok == nil || tok.ExpiresIn != tt.secs {
+				t.Errorf("expires_in %d: %v, %v", tt.secs, got, err)
+			}
 		})
 	}
 }

@@ -1,0 +1,115 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// argsRun runs the tokend binary in dir (the working directory; "" = the
+// test's) with args and an environment without $TOKEND_CONFIG, and returns
+// its exit code, stdout and stderr. A tokend still running after 30 s (a
+// command that should have refused its arguments and ran instead) is
+// killed: exit code -1.
+func argsRun(t *testing.T, dir string, args ...string) (int, string, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, binary, args...)
+	cmd.Dir = dir
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "TOKEND_CONFIG=") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return code, stdout.String(), stderr.String()
+}
+
+// TestCheckAndVersionRefuseArguments: check and version take no
+// arguments. Before, "check new.yaml" (or "check x -config new.yaml", whose
+// -config the flag parser never saw) checked the default config and said
+// ok, and "check -config good.yaml junk" ignored junk.
+func TestCheckAndVersionRefuseArguments(t *testing.T) {
+	e := newEnv(t, 1, "")
+	bad := filepath.Join(e.dir, "new.yaml")
+	if err := os.WriteFile(bad, []byte("state_dir: [not a path]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const hint = "; name the config with -config FILE"
+	tests := []struct {
+		args []string
+		arg  string // the argument the message must quote
+	}{
+		// $TOKEND_CONFIG (the default config) is the good one: each of
+		// these used to print "ok" for it.
+		{[]string{"check", bad}, bad},
+		{[]string{"check", "extra-arg", "-config", bad}, "extra-arg"},
+		{[]string{"check", "-config", e.cfg, "junk"}, "junk"},
+		{[]string{"check", "-online", "junk"}, "junk"},
+		{[]string{"check", "-config", e.cfg, "--", "junk"}, "junk"},
+	}
+	for _, tt := range tests {
+		code, out, stderr := e.runCmd(tt.args...)
+		want := `tokend check: unexpected argument "` + tt.arg + `"` + hint + "\n"
+		if code != 2 || out != "" || stderr != want {
+			t.Errorf("%q: exit %d, stdout %q, stderr %q; want exit 2, no stdout, stderr %q", tt.args, code, out, stderr, want)
+		}
+	}
+	// Without arguments check still works, with the config from either place.
+	if code, out, stderr := e.runCmd("check"); code != 0 || !strings.Contains(out, "ok (1 channels)") {
+		t.Errorf("check: exit %d\n%s%s", code, out, stderr)
+	}
+	if code, out, stderr := argsRun(t, "", "check", "-config", e.cfg); code != 0 || !strings.Contains(out, "ok (1 channels)") {
+		t.Errorf("check -config: exit %d\n%s%s", code, out, stderr)
+	}
+	if code, _, stderr := argsRun(t, "", "check", "-config", bad); code != 2 || !strings.Contains(stderr, "state_dir") {
+		t.Errorf("check -config new.yaml (broken): exit %d\n%s", code, stderr)
+	}
+
+	for _, tt := range []struct {
+		args []string
+		arg  string
+	}{
+		{[]string{"version", "extra"}, "extra"},
+		{[]string{"version", "extra", "more"}, "extra"},
+		{[]string{"version", "--", "-x"}, "-x"},
+	} {
+		code, out, stderr := argsRun(t, "", tt.args...)
+		want := `tokend version: unexpected argument "` + tt.arg + `"; run tokend version without arguments` + "\n"
+		if code != 2 || out != "" || stderr != want {
+			t.Errorf("%q: exit %d, stdout %q, stderr %q; want exit 2, no stdout, stderr %q", tt.args, code, out, stderr, want)
+		}
+	}
+	if code, out, _ := argsRun(t, "", "version"); code != 0 || !strings.HasPrefix(out, "tokend ") {
+		t.Errorf("version: exit %d %q", code, out)
+	}
+}
+
+// TestDevRefusesArguments: "tokend dev junk -dir D" used to ignore junk and
+// -dir with it, and ran in ./tokend-dev. It must fail before creating
+// anything.
+func TestDevRefusesArguments(t *testing.T) {
+	dir := t.TempDir()
+	code, _, stderr := argsRun(t, dir, "dev", "junk", "-dir", "d")
+	want := `tokend dev: unexpected argument "junk"; usage: tokend dev [-dir D] [-token-ttl 2m] [-rotate-before 1m] [-revoke-after 20s]` + "\n"
+	if code != 2 || stderr != want {
+		t.Errorf("dev junk -dir d: exit %d, stderr %q; want exit 2, %q", code, stderr, want)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+		t.Errorf("dev with a stray argument created %v", ents)
+	}
+}
