@@ -69,6 +69,14 @@ func TestCheckAndVersionRefuseArguments(t *testing.T) {
 			t.Errorf("%q: exit %d, stdout %q, stderr %q; want exit 2, no stdout, stderr %q", tt.args, code, out, stderr, want)
 		}
 	}
+	// run and run -once say the same (they always refused, without the hint).
+	for _, args := range [][]string{{"run", bad}, {"run", "-once", bad}} {
+		code, out, stderr := e.runCmd(args...)
+		want := `tokend run: unexpected argument "` + bad + `"` + hint + "\n"
+		if code != 2 || out != "" || stderr != want {
+			t.Errorf("%q: exit %d, stdout %q, stderr %q; want exit 2, no stdout, stderr %q", args, code, out, stderr, want)
+		}
+	}
 	// Without arguments check still works, with the config from either place.
 	if code, out, stderr := e.runCmd("check"); code != 0 || !strings.Contains(out, "ok (1 channels)") {
 		t.Errorf("check: exit %d\n%s%s", code, out, stderr)

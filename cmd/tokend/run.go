@@ -27,7 +27,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	if fs.NArg() > 0 {
-		return usage("unexpected argument %q", fs.Arg(0))
+		return usage("unexpected argument %q; name the config with -config FILE", fs.Arg(0))
 	}
 	cfg, err := loadConfig(*path)
 	if err != nil {
