@@ -199,7 +199,7 @@ func profileRun(ctx context.Context, e *env, o options, self string) error {
 	targets := tokenTargets(in.n)
 	lr := load(ctx, in.socket, o.clients, o.socketFor, targets, true, 0)
 	_ = c.cmd.Process.Signal(syscall.SIGUSR1) // socket.pprof done, paced.trace starts
-	paced := load(ctx, in.socket, o.clients, o.socketFor, targets, true, o.pacedRate)
+	paced := anyLoad(ctx, in.socket, o, o.socketFor, targets, true, o.pacedRate)
 	_ = c.cmd.Process.Signal(syscall.SIGUSR1) // paced.trace done
 	time.Sleep(200 * time.Millisecond)
 	_ = c.cmd.Process.Signal(syscall.SIGUSR2) // heap.pprof

@@ -61,6 +61,8 @@ type options struct {
 	flap         time.Duration
 	failShare    float64
 	stallProbe   time.Duration
+	pacedClient  string // "c" or "go"
+	pacedBin     string // the C generator, built by run for -paced-client c
 }
 
 func main() {
@@ -105,6 +107,7 @@ func main() {
 	flag.DurationVar(&o.outage, "outage", 0, "measure only an outage: LINE closes every connection for this long from tokend's cold start, then answers; prints its cost, the recovery and the shutdown (-storm-timeout bounds the recovery)")
 	flag.DurationVar(&o.flap, "flap", 0, "with -outage: LINE comes and goes during the outage, down for this long, then up for as long, and so on (a flapping network); prints how many outputs existed when the outage ended")
 	flag.Float64Var(&o.failShare, "fail-share", 1, "with -outage: LINE drops only this share of the calls while it is down, spread evenly, and answers the rest (a LINE failing in part); 1: every call")
+	flag.StringVar(&o.pacedClient, "paced-client", "c", "the paced loads' (target 4's latency) clients: c, one blocking C thread each, compiled with $CC (default cc) at the start; or go, goroutines in this process, which add their own scheduling to the latency")
 	flag.DurationVar(&o.stallProbe, "stall-probe", 3*time.Second, "before the runs, spin a thread on every CPU for this long and print how often the machine took a CPU away for over 1 ms (a VM's host at work; it bounds target 4's p99); 0: skip")
 	flag.Parse()
 	if err := o.check(); err != nil {
@@ -126,6 +129,8 @@ func (o options) check() error {
 		return errors.New("-channels, -runs, -clients and -paced-rate must be positive, -storm-lead from 1s to 1m")
 	case o.keys < 1 || o.keys > o.channels:
 		return errors.New("-keys must be from 1 to -channels")
+	case o.pacedClient != "c" && o.pacedClient != "go":
+		return errors.New(`-paced-client must be "c" or "go"`)
 	case o.stallProbe < 0:
 		return errors.New("-stall-probe must not be negative")
 	case o.outage < 0 || o.flap < 0:
@@ -174,6 +179,11 @@ func run(ctx context.Context, o options) error {
 		}
 	}
 	printMachine(o)
+	if o.pacedClient == "c" && o.outage == 0 {
+		if o.pacedBin, err = buildPacedC(tmp); err != nil {
+			return err
+		}
+	}
 	outs := filepath.Join(tmp, "...")
 	if env.outRoot != "" {
 		outs = env.outRoot
@@ -242,8 +252,8 @@ func printMachine(o options) {
 		fmt.Println(stallLine(probeStalls(o.stallProbe)))
 	}
 	fmt.Printf("# command: tokend-bench %s\n", strings.Join(os.Args[1:], " "))
-	fmt.Printf("# config: %d channels, one raw output each, max_in_flight %d, log level %s, %d socket clients\n",
-		o.channels, o.maxInFlight, o.logLevel, o.clients)
+	fmt.Printf("# config: %d channels, one raw output each, max_in_flight %d, log level %s, %d socket clients (paced: %s client)\n",
+		o.channels, o.maxInFlight, o.logLevel, o.clients, map[string]string{"c": "C", "go": "Go"}[o.pacedClient])
 }
 
 // callCosts measures what this machine charges for a system call that

@@ -41,8 +41,8 @@ func TestSmoke(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	o := options{
-		failShare: 1,
-		channels:  50, keys: 1, runs: 1, idle: time.Second, socketFor: 200 * time.Millisecond, warmup: 50 * time.Millisecond,
+		failShare: 1, pacedClient: "c", // the default: the C generator, compiled with cc
+		channels: 50, keys: 1, runs: 1, idle: time.Second, socketFor: 200 * time.Millisecond, warmup: 50 * time.Millisecond,
 		clients: 8, pacedRate: 1000, maxInFlight: 4, logLevel: "warn",
 		storm: true, stormTimeout: time.Minute, stormLead: 2 * time.Second,
 		tokendBin:  bin,
@@ -57,6 +57,7 @@ func TestSmoke(t *testing.T) {
 	for _, mode := range []func(*options){
 		func(o *options) { o.coldOnly, o.keys = true, 3 },
 		func(o *options) { o.socketOnly = true },
+		func(o *options) { o.socketOnly, o.pacedClient = true, "go" },
 		func(o *options) { o.outage = 3 * time.Second },
 		func(o *options) { o.outage, o.flap = 3*time.Second, 500*time.Millisecond },
 		func(o *options) { o.outage, o.failShare = 3*time.Second, 0.5 },
@@ -72,7 +73,7 @@ func TestSmoke(t *testing.T) {
 // TestCheckRefusesFlags: flag values the bench cannot run with are refused
 // with a message naming the flag, not ignored.
 func TestCheckRefusesFlags(t *testing.T) {
-	ok := options{channels: 10, keys: 1, runs: 1, clients: 1, pacedRate: 1, stormLead: 10 * time.Second, failShare: 1}
+	ok := options{channels: 10, keys: 1, runs: 1, clients: 1, pacedRate: 1, stormLead: 10 * time.Second, failShare: 1, pacedClient: "go"}
 	if err := ok.check(); err != nil {
 		t.Fatalf("check(defaults) = %v", err)
 	}
@@ -84,6 +85,7 @@ func TestCheckRefusesFlags(t *testing.T) {
 		{"-storm-lead", func(o *options) { o.stormLead = 2 * time.Minute }},
 		{"-keys", func(o *options) { o.keys = 11 }},
 		{"-stall-probe", func(o *options) { o.stallProbe = -time.Second }},
+		{"-paced-client", func(o *options) { o.pacedClient = "rust" }},
 		{"-outage", func(o *options) { o.outage = -time.Second }},
 		{"-flap", func(o *options) { o.flap = time.Second }},
 		{"-fail-share", func(o *options) { o.outage, o.failShare = time.Minute, 0 }},
@@ -100,6 +102,57 @@ func TestCheckRefusesFlags(t *testing.T) {
 	o.outage, o.flap, o.failShare = time.Minute, time.Second, 0.5
 	if err := o.check(); err != nil {
 		t.Errorf("-outage with -flap and -fail-share: check() = %v", err)
+	}
+}
+
+// TestCLoad: the C generator sends the paced requests for the bench's
+// channel names, and its figures come back whole: every answer's latency,
+// and with check the answers that are not 200 as errors.
+func TestCLoad(t *testing.T) {
+	bin, err := buildPacedC(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(t.TempDir(), "s.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	seen := map[string]int{}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen[r.URL.Path]++
+		mu.Unlock()
+		if r.URL.Path != "/v1/channels/b00000/token" {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+		_, _ = w.Write([]byte(`{"access_token":"x"}`))
+	})}
+	go srv.Serve(ln) //nolint:errcheck // ends with Close
+	defer srv.Close()
+
+	const rate, d = 400.0, time.Second
+	for _, check := range []bool{false, true} {
+		l := cLoad(context.Background(), bin, sock, 4, d, 2, check, rate)
+		if l.reqs < 300 || l.reqs > 420 || len(l.lats) != l.reqs || l.p99 <= 0 || l.p50 > l.p99 {
+			t.Errorf("check %v: %d answers, %d latencies, p50 %v p99 %v; want about %v at %v a second", check, l.reqs, len(l.lats), l.p50, l.p99, d, rate)
+		}
+		if wantErrs := 0; !check && l.errs != wantErrs {
+			t.Errorf("without check: %d errors", l.errs)
+		}
+		if check && (l.errs < l.reqs/4 || l.errs > 3*l.reqs/4) {
+			t.Errorf("with check: %d errors of %d answers, half of them 503", l.errs, l.reqs)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) != 2 || seen["/v1/channels/b00000/token"] == 0 || seen["/v1/channels/b00001/token"] == 0 {
+		t.Errorf("paths requested: %v; want the two channels' token paths", seen)
+	}
+	// A generator that cannot reach its server is an error, never figures.
+	if l := cLoad(context.Background(), bin, filepath.Join(t.TempDir(), "none.sock"), 2, 100*time.Millisecond, 2, true, 100); l.errs == 0 {
+		t.Errorf("no server: %+v, want errors", l)
 	}
 }
 

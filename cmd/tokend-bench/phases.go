@@ -390,27 +390,36 @@ const loadTurns = 5
 // 42.7-51.4 µs against 28.9-37.4 µs, and a throughput ratio of 0.58-0.73.
 func alternate(ctx context.Context, tc, bc *child, tokendSock, bareSock string, o options, targets []string, rate float64) (tokend, bare, warmTokend, warmBare loadResult) {
 	if o.warmup > 0 {
-		warmTokend = measuredLoad(ctx, tc, tokendSock, o.clients, o.warmup, targets, true, rate)
-		warmBare = measuredLoad(ctx, bc, bareSock, o.clients, o.warmup, targets, false, rate)
+		warmTokend = measuredLoad(ctx, tc, tokendSock, o, o.warmup, targets, true, rate)
+		warmBare = measuredLoad(ctx, bc, bareSock, o, o.warmup, targets, false, rate)
 	}
 	turn := o.socketFor / loadTurns
 	for range loadTurns {
-		tokend = tokend.add(measuredLoad(ctx, tc, tokendSock, o.clients, turn, targets, true, rate))
-		bare = bare.add(measuredLoad(ctx, bc, bareSock, o.clients, turn, targets, false, rate))
+		tokend = tokend.add(measuredLoad(ctx, tc, tokendSock, o, turn, targets, true, rate))
+		bare = bare.add(measuredLoad(ctx, bc, bareSock, o, turn, targets, false, rate))
 	}
 	tokend.errs += warmTokend.errs // a wrong answer counts, warm-up or not
 	return tokend.withPercentiles(), bare.withPercentiles(), warmTokend, warmBare
 }
 
-// measuredLoad is load, with the CPU time server c used meanwhile.
-func measuredLoad(ctx context.Context, c *child, sock string, clients int, d time.Duration, targets []string, check bool, rate float64) loadResult {
+// measuredLoad is anyLoad, with the CPU time server c used meanwhile.
+func measuredLoad(ctx context.Context, c *child, sock string, o options, d time.Duration, targets []string, check bool, rate float64) loadResult {
 	cpu0, err0 := c.cpuTime()
-	l := load(ctx, sock, clients, d, targets, check, rate)
+	l := anyLoad(ctx, sock, o, d, targets, check, rate)
 	cpu1, err1 := c.cpuTime()
 	if err0 == nil && err1 == nil {
 		l.cpu = cpu1 - cpu0
 	}
 	return l
+}
+
+// anyLoad is load, paced by the C generator when -paced-client c built
+// one (cLoad).
+func anyLoad(ctx context.Context, sock string, o options, d time.Duration, targets []string, check bool, rate float64) loadResult {
+	if rate > 0 && o.pacedBin != "" {
+		return cLoad(ctx, o.pacedBin, sock, o.clients, d, len(targets), check, rate)
+	}
+	return load(ctx, sock, o.clients, d, targets, check, rate)
 }
 
 // cpuPerReq is the server's CPU time per answered request (0: unknown).
