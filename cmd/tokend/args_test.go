@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"os"
 	"os/exec"
@@ -27,16 +26,7 @@ func argsRun(t *testing.T, dir string, args ...string) (int, string, string) {
 			cmd.Env = append(cmd.Env, kv)
 		}
 	}
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	return code, stdout.String(), stderr.String()
+	return exitOf(t, cmd)
 }
 
 // TestCheckAndVersionRefuseArguments: check and version take no

@@ -234,7 +234,13 @@ func (p *proc) alive() bool {
 // runCmd runs tokend to completion and returns exit code, stdout, stderr.
 func (e *env) runCmd(args ...string) (int, string, string) {
 	e.t.Helper()
-	cmd := e.command(nil, args...)
+	return exitOf(e.t, e.command(nil, args...))
+}
+
+// exitOf runs cmd to completion and returns its exit code (-1 if a signal
+// ended it), stdout and stderr.
+func exitOf(t *testing.T, cmd *exec.Cmd) (int, string, string) {
+	t.Helper()
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
@@ -242,7 +248,7 @@ func (e *env) runCmd(args ...string) (int, string, string) {
 	if ee, ok := err.(*exec.ExitError); ok {
 		code = ee.ExitCode()
 	} else if err != nil {
-		e.t.Fatal(err)
+		t.Fatal(err)
 	}
 	return code, stdout.String(), stderr.String()
 }
