@@ -22,7 +22,10 @@ vet:
 	$(GO) run $(STATICCHECK) ./...
 	@test -z "$$(gofmt -l cmd internal deploy)" || { gofmt -l cmd internal deploy; echo "gofmt: files above need formatting"; exit 1; }
 
+# The bench's tests compile its C load generator: .ci/cc installs gcc
+# with apt-get when no C compiler is on the machine.
 unit:
+	bash .ci/cc
 	$(GO) test -race -count=1 -timeout 20m ./...
 
 # Every fuzz target, briefly, on top of its seed corpus (which `unit` runs).
@@ -36,4 +39,5 @@ systemd-check:
 
 # Performance figures against same-run baselines (see README, Performance).
 bench:
+	bash .ci/cc
 	$(GO) run ./cmd/tokend-bench $(BENCHFLAGS)
