@@ -88,12 +88,13 @@ func NewHandler(src Source, o HandlerOptions) *Handler {
 	}))
 	mux.HandleFunc("/v1/channels", get(h.channels))
 	h.public(mux)
+	routes := cleanOnly(mux)
 	return &Handler{Handler: h.authorize(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if name, ok := tokenPath(r.URL); ok && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
 			h.token(w, r, name) // the hot path, without the mux's matching
 			return
 		}
-		cleanOnly(mux).ServeHTTP(w, r)
+		routes.ServeHTTP(w, r)
 	})), h: h}
 }
 

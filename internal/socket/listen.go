@@ -32,8 +32,8 @@ const probeTimeout = time.Second
 // permissions than mode. Closing the listener removes path (if it is still
 // this socket).
 func Listen(path string, mode os.FileMode) (net.Listener, error) {
-	if mode&^fs.ModePerm != 0 {
-		return nil, fmt.Errorf("socket: %s: mode %v has bits other than permissions", path, mode)
+	if err := checkMode(path, mode); err != nil {
+		return nil, err
 	}
 	if len(path) > maxSocketPath {
 		return nil, fmt.Errorf("socket: %s: path is %d bytes long; a Unix socket path is at most %d", path, len(path), maxSocketPath)
@@ -94,8 +94,8 @@ func SetMode(ln net.Listener, mode os.FileMode) error {
 	if !ok {
 		return errors.New("socket: not a listener from socket.Listen")
 	}
-	if mode&^fs.ModePerm != 0 {
-		return fmt.Errorf("socket: %s: mode %v has bits other than permissions", l.path, mode)
+	if err := checkMode(l.path, mode); err != nil {
+		return err
 	}
 	fi, err := os.Lstat(l.path)
 	if err != nil {
@@ -115,14 +115,28 @@ func SetMode(ln net.Listener, mode os.FileMode) error {
 // (Listen then replaces a stale one and refuses a live one; tokend check
 // runs while the daemon serves, so it does not probe).
 func CheckPath(path string) error {
+	_, err := socketAt(path)
+	return err
+}
+
+// socketAt is CheckPath, also saying whether a socket is there.
+func socketAt(path string) (bool, error) {
 	fi, err := os.Lstat(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return nil
+		return false, nil
 	case err != nil:
-		return fmt.Errorf("socket: %w", err)
+		return false, fmt.Errorf("socket: %w", err)
 	case fi.Mode().Type() != fs.ModeSocket:
-		return fmt.Errorf("socket: %s exists and is not a socket; refusing to replace it", path)
+		return false, fmt.Errorf("socket: %s exists and is not a socket; refusing to replace it", path)
+	}
+	return true, nil
+}
+
+// checkMode refuses a socket.mode with bits other than permissions.
+func checkMode(path string, mode os.FileMode) error {
+	if mode&^fs.ModePerm != 0 {
+		return fmt.Errorf("socket: %s: mode %v has bits other than permissions", path, mode)
 	}
 	return nil
 }
@@ -130,11 +144,8 @@ func CheckPath(path string) error {
 // clearStale checks what is at path: nothing is fine, a stale socket is
 // removed, anything else is an error.
 func clearStale(path string) error {
-	if err := CheckPath(path); err != nil {
+	if there, err := socketAt(path); err != nil || !there {
 		return err
-	}
-	if _, err := os.Lstat(path); errors.Is(err, fs.ErrNotExist) {
-		return nil
 	}
 	c, err := net.DialTimeout("unix", path, probeTimeout)
 	if err == nil {
