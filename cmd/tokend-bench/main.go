@@ -143,6 +143,12 @@ func (o options) check() error {
 	return nil
 }
 
+// pacedLoads reports whether the run makes paced loads (target 4's
+// latency): every mode but the outage and a cold-only run without profiles.
+func (o options) pacedLoads() bool {
+	return o.outage == 0 && (!o.coldOnly || o.profileDir != "")
+}
+
 func run(ctx context.Context, o options) error {
 	// Short paths: the sockets must fit in sun_path.
 	tmp, err := os.MkdirTemp("", "tkb")
@@ -179,7 +185,7 @@ func run(ctx context.Context, o options) error {
 		}
 	}
 	printMachine(o)
-	if o.pacedClient == "c" && o.outage == 0 {
+	if o.pacedClient == "c" && o.pacedLoads() {
 		if o.pacedBin, err = buildPacedC(tmp); err != nil {
 			return err
 		}
