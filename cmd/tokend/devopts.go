@@ -8,7 +8,6 @@ import (
 
 	"github.com/tokend/tokend/internal/config"
 	"github.com/tokend/tokend/internal/daemon"
-	"github.com/tokend/tokend/internal/oauth"
 	"github.com/tokend/tokend/internal/rotator"
 )
 
@@ -19,11 +18,6 @@ func defaultDevOptions() daemon.Options {
 	r.Max, r.Slow = 10*time.Second, 30*time.Second
 	return daemon.Options{Retry: r}
 }
-
-// devMinTokenTTL and oauth.MaxTokenTTL are the bounds internal/config puts
-// on token_ttl (validate.go: minTokenTTL, maxTokenTTL); TestDevFlagsAgreeWithConfig
-// checks that dev's checks still agree with the config's.
-const devMinTokenTTL = time.Minute
 
 // devDuration is the value of a dev lifetime flag: Go syntax plus the
 // config's d unit ("30d", "1d12h"), negative values refused. It keeps what
@@ -78,19 +72,17 @@ func (o *devFlags) register(fs *flag.FlagSet) {
 
 // check refuses lifetimes the generated config would refuse, naming the
 // flag and the value typed instead of the config key dev writes. Every
-// problem is listed.
+// problem is listed. -token-ttl goes through the config's own check
+// (config.TokenTTLProblem); TestDevFlagsAgreeWithConfig checks that the
+// rest still agrees with the config's.
 func (o *devFlags) check() error {
 	var errs []error
 	bad := func(name string, v devDuration, msg string) {
 		errs = append(errs, fmt.Errorf("-%s %s: %s", name, v.String(), msg))
 	}
 	ttlOK := true
-	switch ttl := o.ttl.d; {
-	case ttl < devMinTokenTTL || ttl > oauth.MaxTokenTTL:
-		bad("token-ttl", o.ttl, "must be between 1m and 30d (LINE's limit for v2.1 tokens)")
-		ttlOK = false
-	case ttl%time.Second != 0:
-		bad("token-ttl", o.ttl, "must be a whole number of seconds")
+	if msg := config.TokenTTLProblem(o.ttl.d); msg != "" {
+		bad("token-ttl", o.ttl, msg)
 		ttlOK = false
 	}
 	shorter := "must be shorter than -token-ttl (" + config.Duration(o.ttl.d).String() + ")"

@@ -340,7 +340,9 @@ func (v *validator) metrics(cfg *Config, raw *rawConfig) {
 // Range checks shared by the defaults block and the channels; each returns
 // "" when the value is fine.
 
-func tokenTTLProblem(d time.Duration) string {
+// TokenTTLProblem says what is wrong with d as a v2.1 token_ttl, "" if
+// nothing (tokend dev checks its -token-ttl flag with it).
+func TokenTTLProblem(d time.Duration) string {
 	switch {
 	case d < minTokenTTL || d > maxTokenTTL:
 		return "must be between 1m and 30d (LINE's limit for v2.1 tokens)"
@@ -381,7 +383,7 @@ func (v *validator) defaults(d *rawDefaults) {
 		v.add("defaults.kind", string(*d.Kind), "must be "+kindList)
 	}
 	if d.TokenTTL != nil {
-		if msg := tokenTTLProblem(time.Duration(*d.TokenTTL)); msg != "" {
+		if msg := TokenTTLProblem(time.Duration(*d.TokenTTL)); msg != "" {
 			v.add("defaults.token_ttl", d.TokenTTL.String(), msg)
 		}
 	}
@@ -653,7 +655,7 @@ func (v *validator) channel(p string, rc *rawChannel, def *rawDefaults) (Channel
 	default:
 		var src source
 		ch.TokenTTL, src = pickDuration(rc.TokenTTL, def.TokenTTL, rule.tokenTTL)
-		if msg := tokenTTLProblem(ch.TokenTTL); msg != "" {
+		if msg := TokenTTLProblem(ch.TokenTTL); msg != "" {
 			ttlOK = false
 			if src == fromChannel {
 				v.add(p+".token_ttl", Duration(ch.TokenTTL).String(), msg)
