@@ -176,6 +176,8 @@ func profileRun(ctx context.Context, e *env, o options, self string) error {
 		return err
 	}
 	defer sf.Close()
+	restore := o.simPs()
+	defer restore()
 	if err := pprof.StartCPUProfile(sf); err != nil {
 		return err
 	}
@@ -187,6 +189,7 @@ func profileRun(ctx context.Context, e *env, o options, self string) error {
 	defer c.stop()
 	d, err := c.waitReady(ctx, 10*time.Minute)
 	pprof.StopCPUProfile()
+	restore()
 	if err != nil {
 		return err
 	}

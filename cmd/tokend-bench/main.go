@@ -63,6 +63,7 @@ type options struct {
 	stallProbe   time.Duration
 	pacedClient  string // "c" or "go"
 	pacedBin     string // the C generator, built by run for -paced-client c
+	simProcs     int    // GOMAXPROCS of this process (the simulator) during cold starts; 0: unchanged
 }
 
 func main() {
@@ -109,6 +110,7 @@ func main() {
 	flag.Float64Var(&o.failShare, "fail-share", 1, "with -outage: LINE drops only this share of the calls while it is down, spread evenly, and answers the rest (a LINE failing in part); 1: every call")
 	flag.StringVar(&o.pacedClient, "paced-client", "c", "the paced loads' (target 4's latency) clients: c, one blocking C thread each, compiled with $CC (default cc) at the start; or go, goroutines in this process, which add their own scheduling to the latency")
 	flag.DurationVar(&o.stallProbe, "stall-probe", 3*time.Second, "before the runs, spin a thread on every CPU for this long and print how often the machine took a CPU away for over 1 ms (a VM's host at work; it bounds target 4's p99); 0: skip")
+	flag.IntVar(&o.simProcs, "sim-procs", 1, "GOMAXPROCS of this process, which serves the LINE simulator, during each cold start (the signing baselines keep every CPU): LINE's servers are not on tokend's machine, and on 2 Ps the simulator's scheduler took more of the CPUs tokend's start is timed on; 0: every CPU, as before 2026-12-06 afternoon")
 	flag.Parse()
 	if err := o.check(); err != nil {
 		fmt.Fprintln(os.Stderr, "tokend-bench:", err)
@@ -133,6 +135,8 @@ func (o options) check() error {
 		return errors.New(`-paced-client must be "c" or "go"`)
 	case o.stallProbe < 0:
 		return errors.New("-stall-probe must not be negative")
+	case o.simProcs < 0:
+		return errors.New("-sim-procs must not be negative")
 	case o.outage < 0 || o.flap < 0:
 		return errors.New("-outage and -flap must not be negative")
 	case !(o.failShare > 0 && o.failShare <= 1):
@@ -258,8 +262,12 @@ func printMachine(o options) {
 		fmt.Println(stallLine(probeStalls(o.stallProbe)))
 	}
 	fmt.Printf("# command: tokend-bench %s\n", strings.Join(os.Args[1:], " "))
-	fmt.Printf("# config: %d channels, one raw output each, max_in_flight %d, log level %s, %d socket clients (paced: %s client)\n",
-		o.channels, o.maxInFlight, o.logLevel, o.clients, map[string]string{"c": "C", "go": "Go"}[o.pacedClient])
+	sim := "every CPU"
+	if o.simProcs > 0 {
+		sim = fmt.Sprintf("GOMAXPROCS %d", o.simProcs)
+	}
+	fmt.Printf("# config: %d channels, one raw output each, max_in_flight %d, log level %s, %d socket clients (paced: %s client), simulator on %s in cold starts\n",
+		o.channels, o.maxInFlight, o.logLevel, o.clients, map[string]string{"c": "C", "go": "Go"}[o.pacedClient], sim)
 }
 
 // callCosts measures what this machine charges for a system call that

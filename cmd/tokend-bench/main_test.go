@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -85,6 +86,7 @@ func TestCheckRefusesFlags(t *testing.T) {
 		{"-storm-lead", func(o *options) { o.stormLead = 2 * time.Minute }},
 		{"-keys", func(o *options) { o.keys = 11 }},
 		{"-stall-probe", func(o *options) { o.stallProbe = -time.Second }},
+		{"-sim-procs", func(o *options) { o.simProcs = -1 }},
 		{"-paced-client", func(o *options) { o.pacedClient = "rust" }},
 		{"-outage", func(o *options) { o.outage = -time.Second }},
 		{"-flap", func(o *options) { o.flap = time.Second }},
@@ -102,6 +104,27 @@ func TestCheckRefusesFlags(t *testing.T) {
 	o.outage, o.flap, o.failShare = time.Minute, time.Second, 0.5
 	if err := o.check(); err != nil {
 		t.Errorf("-outage with -flap and -fail-share: check() = %v", err)
+	}
+}
+
+// TestSimPs: a cold start's simulator runs on -sim-procs Ps, and every
+// CPU comes back for what follows (the signing baseline, the loads), also
+// when restore is called twice (explicitly, then deferred).
+func TestSimPs(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(2)) // as on the bench's machine, whatever this one has
+	all := 2
+	restore := options{simProcs: 1}.simPs()
+	if got := runtime.GOMAXPROCS(0); got != 1 {
+		t.Errorf("during the cold start GOMAXPROCS = %d, want 1", got)
+	}
+	restore()
+	restore()
+	if got := runtime.GOMAXPROCS(0); got != all {
+		t.Errorf("after restore GOMAXPROCS = %d, want %d", got, all)
+	}
+	options{simProcs: 0}.simPs()()
+	if got := runtime.GOMAXPROCS(0); got != all {
+		t.Errorf("-sim-procs 0: GOMAXPROCS = %d, want %d (unchanged)", got, all)
 	}
 }
 
