@@ -1,6 +1,7 @@
 package linefake
 
 import (
+	"encoding/json"
 	"math"
 	"net"
 	"net/http"
@@ -8,8 +9,9 @@ import (
 )
 
 // Fault makes an endpoint misbehave. It is applied before normal processing,
-// so a faulted request changes no state, except that a Fault with only Delay
-// and/or RetryAfter set delays or decorates a normally processed request.
+// so a faulted request changes no state, except that a Fault with only Delay,
+// RetryAfter and/or Omit set delays, decorates or trims a normally processed
+// request's answer.
 //
 // Several fields combine in this order: Delay, then Drop, then the response:
 // Status (with Body and ContentType, else a LINE-shaped error body), else
@@ -23,6 +25,7 @@ type Fault struct {
 	RetryAfter  string        // Retry-After header value
 	Malformed   bool          // answer 200 with truncated JSON
 	Drop        bool          // close the connection without answering (a reset)
+	Omit        string        // leave this field out of a normally processed 200 answer (e.g. a token issued, without its expires_in)
 	BodySize    int           // pad the body with spaces to this many bytes
 	Times       int           // apply to the next Times requests; 0 = until ClearFaults
 	Share       float64       // apply to this share of the requests, spread evenly (every other one for 0.5); 0 or 1 and over = every one
@@ -102,11 +105,14 @@ func (s *Server) serveFault(w http.ResponseWriter, r *http.Request, entry Reques
 	case f.BodySize > 0:
 		resp = jsonResponse(http.StatusOK, map[string]string{"padding": ""})
 	default:
-		// Only Delay and/or RetryAfter: process normally.
+		// Only Delay, RetryAfter and/or Omit: process normally.
 		if formErr != nil {
 			resp = *formErr
 		} else {
 			resp = rt.handle(s, entry.Form)
+		}
+		if f.Omit != "" && resp.status == http.StatusOK {
+			resp.body = omitField(resp.body, f.Omit)
 		}
 	}
 	if f.BodySize > len(resp.body) {
@@ -151,4 +157,19 @@ func drop(w http.ResponseWriter) {
 		_ = tc.SetLinger(0)
 	}
 	_ = conn.Close()
+}
+
+// omitField returns the JSON object body without field name (body as it
+// is if it is not an object).
+func omitField(body []byte, name string) []byte {
+	var m map[string]json.RawMessage
+	if json.Unmarshal(body, &m) != nil {
+		return body
+	}
+	delete(m, name)
+	out, err := json.Marshal(m)
+	if err != nil {
+		return body
+	}
+	return out
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -257,6 +258,28 @@ func TestFaultShare(t *testing.T) {
 		if got, want := statuses(3), []int{503, 503, 503}; !slices.Equal(got, want) {
 			t.Errorf("Share %v: statuses %v, want every one faulted", share, got)
 		}
+	}
+}
+
+// TestFaultOmit: the request is processed (the token is issued and valid)
+// and only the answer lacks the field; an error answer is left whole.
+func TestFaultOmit(t *testing.T) {
+	e := newEnv(t)
+	e.srv.SetFault(linefake.EndpointIssueShort, linefake.Fault{Omit: "expires_in", Times: 1})
+	form := url.Values{"grant_type": {"client_credentials"}, "client_id": {chanA}, "client_secret": {secretA}}
+	r := e.post("/v2/oauth/accessToken", form)
+	body := r.json(t)
+	tok, _ := body["access_token"].(string)
+	if _, has := body["expires_in"]; r.status != 200 || has || tok == "" || body["token_type"] != "Bearer" {
+		t.Fatalf("Omit expires_in: %d %v, want 200 with the rest of the answer", r.status, slices.Collect(maps.Keys(body)))
+	}
+	if !e.srv.IsValid(tok) {
+		t.Error("the token of the trimmed answer is not valid: the request was not processed")
+	}
+	e.srv.SetFault(linefake.EndpointIssueShort, linefake.Fault{Omit: "error"})
+	form.Set("client_secret", "wrong")
+	if r := e.post("/v2/oauth/accessToken", form); r.status != 400 || r.json(t)["error"] != "invalid_client" {
+		t.Errorf("an error answer under Omit: %d %s, want LINE's 400 invalid_client whole", r.status, r.shown())
 	}
 }
 

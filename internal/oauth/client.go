@@ -367,6 +367,10 @@ func (c *Client) issue(ctx context.Context, path string, form url.Values, wantKe
 	var tok *Token
 	err := c.do(ctx, http.MethodPost, path, form, &r, func() (err error) { tok, err = r.token(wantKeyID, limit); return err })
 	if err != nil {
+		var re *RequestError
+		if r.AccessToken != "" && errors.As(err, &re) && re.Kind == KindMalformed {
+			re.issued = &issuedToken{r.AccessToken}
+		}
 		return nil, err
 	}
 	return tok, nil

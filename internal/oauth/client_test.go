@@ -440,6 +440,13 @@ func TestClientMalformedSuccess(t *testing.T) {
 		{"verify without expires_in", "VerifyAccessToken", `{"client_id":"1"}`,
 			"POST /v2/oauth/verify: malformed: 200 response has no expires_in"},
 	}
+	// The answers that carried a token LINE issued (IssuedToken); the rest
+	// carry none, or none decoded.
+	issued := map[string]bool{
+		"no key_id on v2.1": true, "no expires_in": true, "zero expires_in": true,
+		"expires_in overflowing a Duration": true, "short-lived over 31 days": true,
+		"stateless over 30 minutes": true, "expires_in string": true, "expires_in fraction": true,
+	}
 	ops := map[string]operation{}
 	for _, op := range operations() {
 		ops[op.name] = op
@@ -453,6 +460,9 @@ func TestClientMalformedSuccess(t *testing.T) {
 			var re *RequestError
 			if !errors.As(err, &re) || re.Kind != KindMalformed {
 				t.Fatalf("got %v, want a malformed RequestError", err)
+			}
+			if tok, ok := IssuedToken(err); ok != issued[tt.name] || (ok && tok != "t") {
+				t.Errorf("IssuedToken = %q, %v; want \"t\" only if the answer carried it (%v)", tok, ok, issued[tt.name])
 			}
 			if err.Error() != tt.want {
 				t.Errorf("error:\n got: %s\nwant: %s", err, tt.want)
@@ -785,5 +795,31 @@ func TestClientKeepsConnectionsAlive(t *testing.T) {
 	}
 	if n := opened.Load(); n > workers {
 		t.Errorf("%d calls from %d goroutines opened %d connections, want at most %d", workers*calls, workers, n, workers)
+	}
+}
+
+// TestIssuedTokenNeverPrinted: the token of a malformed issue answer comes
+// back only through IssuedToken, never in the error's text, whatever the
+// verb.
+func TestIssuedTokenNeverPrinted(t *testing.T) {
+	t.Parallel()
+	h := &recorder{respond: func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, `{"access_token":"`+testToken+`","token_type":"Bearer","key_id":"k"}`)
+	}}
+	c, _ := newTestServer(t, h, Options{})
+	_, err := c.IssueChannelAccessTokenV2_1(context.Background(), "a.b.c")
+	if tok, ok := IssuedToken(err); !ok || tok != testToken {
+		t.Fatalf("IssuedToken(%v) = %v; want the answer's token", err, ok)
+	}
+	if _, ok := IssuedToken(nil); ok {
+		t.Error("IssuedToken(nil) reports a token")
+	}
+	for _, verb := range []string{"%v", "%+v", "%#v", "%s", "%q"} {
+		if s := fmt.Sprintf(verb, err); strings.Contains(s, testToken) {
+			t.Errorf("%s of the error prints the token: %s", verb, s)
+		}
+	}
+	if _, ok := IssuedToken(fmt.Errorf("wrapped: %w", errors.New("other"))); ok {
+		t.Error("IssuedToken of an unrelated error reports a token")
 	}
 }

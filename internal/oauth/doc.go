@@ -7,7 +7,9 @@
 // The client returns *APIError when LINE answered with an error status and
 // *RequestError when no usable answer arrived (timeout, network failure,
 // malformed or oversized body). IsRetryable and Cause classify both for the
-// caller's retry loop and metrics. No error, log-friendly String or %v output
-// from this package contains a token, a channel secret, an assertion or key
+// caller's retry loop and metrics. A malformed issue answer that still
+// carried a token (LINE issued it) gives that token to IssuedToken, so that
+// the caller can revoke it. No error, log-friendly String or %v output from
+// this package contains a token, a channel secret, an assertion or key
 // material.
 package oauth

@@ -108,6 +108,27 @@ type RequestError struct {
 	Endpoint string // e.g. "GET /oauth2/v2.1/verify" (never a query string)
 	Kind     string // KindTimeout, KindNetwork, KindMalformed, KindTooLarge or KindCanceled
 	Err      error  // the cause; never holds a URL, body or credential
+
+	issued *issuedToken // a malformed issue answer's access token, for IssuedToken
+}
+
+// issuedToken holds a token outside any text: behind a pointer, not even
+// %#v of the error prints it.
+type issuedToken struct{ token string }
+
+// IssuedToken returns the access token of a malformed issue answer: one
+// that carried an access_token but not the rest as expected (expires_in
+// missing, mistyped or out of bounds; key_id missing). LINE has issued that
+// token and counts it toward the channel's valid tokens (30 for v2.1 and
+// short-lived ones) until it expires or is revoked; the caller, which
+// cannot use it, should revoke it. The token is never part of the error's
+// text.
+func IssuedToken(err error) (string, bool) {
+	var re *RequestError
+	if errors.As(err, &re) && re.issued != nil {
+		return re.issued.token, true
+	}
+	return "", false
 }
 
 // RequestError kinds; each is also the Cause label of such an error.

@@ -560,6 +560,9 @@ func (r *Rotator) doIssue(ctx context.Context, c *channel, now time.Time) {
 		}
 		r.o.Metrics.Rotation(c.cfg.Label(), oauth.Cause(err))
 		r.fail(c, &c.issue, now, "issue token failed", fmt.Errorf("issue %s token: %w", c.cfg.Kind, err))
+		if issued, ok := oauth.IssuedToken(err); ok {
+			r.revokeUnusable(ctx, c, issued)
+		}
 		return
 	}
 	if tok.ExpiresIn <= 0 {
@@ -734,6 +737,38 @@ func (r *Rotator) doRevoke(ctx context.Context, c *channel, now time.Time) {
 		c.revoke = attempt{}
 		r.logFor(c).Info("superseded token revoked", zap.String("key_id", rec.KeyID))
 	}
+}
+
+// revokeUnusable revokes a token LINE issued in an answer tokend could not
+// use (oauth.IssuedToken: no expires_in, say). It is not recorded and
+// never published, yet it counts toward the channel's 30 valid tokens
+// until it expires: a LINE that kept answering so would use the limit up
+// one retry at a time, and then refuse every issue for up to token_ttl.
+// Stateless tokens cannot be revoked and do not count.
+func (r *Rotator) revokeUnusable(ctx context.Context, c *channel, token string) {
+	kind := c.cfg.Kind
+	const lost = "it counts toward the channel's 30 valid tokens until it expires"
+	switch {
+	case kind == KindStateless:
+		return
+	case !canRevoke(c, store.Record{Kind: kind}):
+		r.logFor(c).Warn("cannot revoke the token of an issue answer tokend could not use: no channel secret",
+			zap.String("fix", lost+"; set channel_secret or channel_secret_file so that tokend can revoke such tokens"))
+		return
+	}
+	err := r.call(ctx, map[string]string{KindV21: "revoke_v2.1", KindShortLived: "revoke_short"}[kind], false, func(ctx context.Context) error {
+		if kind == KindV21 {
+			return r.o.LINE.RevokeChannelAccessTokenV2_1(ctx, c.cfg.ID, c.cfg.Secret, token)
+		}
+		return r.o.LINE.RevokeAccessToken(ctx, token)
+	})
+	r.o.Metrics.Revocation(c.cfg.Label(), oauth.Cause(err))
+	if err != nil {
+		r.logFor(c).Warn("cannot revoke the token of an issue answer tokend could not use",
+			zap.Error(err), zap.String("cause", oauth.Cause(err)), zap.String("fix", lost))
+		return
+	}
+	r.logFor(c).Info("revoked the token of an issue answer tokend could not use")
 }
 
 // dropExpired forgets records of tokens that have expired.
