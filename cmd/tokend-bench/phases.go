@@ -305,7 +305,7 @@ func settle() { debug.FreeOSMemory() }
 // here they share its 2 CPUs, and on 2 Ps the simulator's idle Ps woke
 // and spun for each request. In four alternating cold starts on
 // 2026-12-06 (13:40 UTC) the simulator took 1.43-2.03 CPU-seconds on one P
-// against 2.10-2.71 on two, tokend's kernel time fell by a fifth, and the
+// against 2.10-2.71 on two, tokend's kernel time fell by a quarter, and the
 // ratio was 1.51-1.55 against 1.64-1.85.
 func (o options) simPs() (restore func()) {
 	if o.simProcs <= 0 || o.simProcs == runtime.GOMAXPROCS(0) {
