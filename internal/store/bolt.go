@@ -1,8 +1,10 @@
 package store
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -84,7 +86,7 @@ func Open(dir string) (*Store, error) {
 		case errors.Is(err, berrors.ErrTimeout):
 			return nil, &LockedError{Dir: dir}
 		case errors.Is(err, berrors.ErrInvalid), errors.Is(err, berrors.ErrVersionMismatch),
-			errors.Is(err, berrors.ErrChecksum), errors.As(err, new(panicError)):
+			errors.Is(err, berrors.ErrChecksum), errors.As(err, new(panicError)), errors.As(err, new(truncatedError)):
 			return nil, fmt.Errorf("store: open: %w", corruptError(path, err))
 		case errors.As(err, new(*fs.PathError)):
 			return nil, fmt.Errorf("store: %w", err)
@@ -147,6 +149,9 @@ func openBolt(path string) (db *bolt.DB, err error) {
 		if err == nil && !fi.Mode().IsRegular() {
 			err = &fs.PathError{Op: "open", Path: name, Err: errors.New("not a regular file")}
 		}
+		if err == nil {
+			err = checkSize(file, fi.Size())
+		}
 		if err == nil && fi.Mode().Perm() != fileMode {
 			// Tighten looser bits, and undo a umask that removed ours.
 			err = file.Chmod(fileMode)
@@ -176,6 +181,51 @@ func openBolt(path string) (db *bolt.DB, err error) {
 		}
 	}()
 	return bolt.Open(path, fileMode, &bolt.Options{Timeout: lockTimeout, OpenFile: openFile})
+}
+
+// truncatedError is a database file shorter than its own meta page says.
+type truncatedError struct{ size, want int64 }
+
+func (e truncatedError) Error() string {
+	return fmt.Sprintf("truncated: %d bytes, its meta page names pages up to %d bytes", e.size, e.want)
+}
+
+// checkSize refuses a database file shorter than its newest valid meta page
+// says it is (a file cut short by hand or by a copy that ran out of disk).
+// bbolt maps the file and reads the pages the meta page names: a page past
+// the end of the file is a SIGBUS, which no recover catches. The layout
+// read here is bbolt's on-disk format (version 2): two meta pages, each a
+// 16-byte page header and then magic, version, page size, flags, root
+// bucket (16 bytes), freelist page, high-water page ID, transaction ID and
+// an FNV-64a checksum of the fields before it. A file whose first meta
+// page is not valid is left to bbolt, which reports it.
+func checkSize(f *os.File, size int64) error {
+	const magic, hdr, metaLen = 0xED0CDAED, 16, 64
+	// meta reads the meta page at off: its page size, and how long the
+	// file must be if it is valid.
+	meta := func(off int64) (pageSize uint32, txid, want uint64, ok bool) {
+		var buf [hdr + metaLen]byte
+		if _, err := f.ReadAt(buf[:], off); err != nil {
+			return 0, 0, 0, false
+		}
+		m, le := buf[hdr:], binary.LittleEndian
+		h := fnv.New64a()
+		_, _ = h.Write(m[:56])
+		pageSize = le.Uint32(m[8:])
+		ok = le.Uint32(m[0:]) == magic && le.Uint32(m[4:]) == 2 && pageSize >= 512 && h.Sum64() == le.Uint64(m[56:])
+		return pageSize, le.Uint64(m[48:]), le.Uint64(m[40:]) * uint64(pageSize), ok
+	}
+	pageSize, tx0, want, ok := meta(0)
+	if !ok {
+		return nil // bbolt refuses a damaged first meta page itself
+	}
+	if _, tx1, want1, ok1 := meta(int64(pageSize)); ok1 && tx1 > tx0 {
+		want = want1 // bbolt uses the newer of the two
+	}
+	if want > uint64(size) {
+		return truncatedError{size: size, want: int64(want)}
+	}
+	return nil
 }
 
 // corruptError says which file is damaged and what to do about it.

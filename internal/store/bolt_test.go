@@ -273,6 +273,23 @@ func TestCorruptFile(t *testing.T) {
 			}
 		}
 	}
+	// truncate cuts the file to frac of its size, in whole pages (0: its
+	// two meta pages).
+	truncate := func(frac float64) func(t *testing.T, path string) {
+		return func(t *testing.T, path string) {
+			fi, err := os.Stat(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			size := int64(float64(fi.Size())*frac) / 4096 * 4096
+			if frac == 0 {
+				size = 2 * 4096
+			}
+			if err := os.Truncate(path, size); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 	tests := []struct {
 		name   string
 		damage func(t *testing.T, path string)
@@ -283,6 +300,11 @@ func TestCorruptFile(t *testing.T) {
 		{"meta page 0", overwrite(0)},
 		{"both meta pages", func(t *testing.T, path string) { overwrite(0)(t, path); overwrite(1)(t, path) }},
 		{"data page", overwrite(4)},
+		// Cut short (by hand, or by a copy that ran out of disk): bbolt
+		// would map it and fault on a page past its end (SIGBUS).
+		{"truncated to half", truncate(0.5)},
+		{"truncated to its meta pages", truncate(0)},
+		{"meta page 0 damaged, truncated", func(t *testing.T, path string) { overwrite(0)(t, path); truncate(0.5)(t, path) }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
