@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"slices"
@@ -526,6 +527,9 @@ func (d *Daemon) reload() error {
 	if err != nil {
 		return err
 	}
+	if err := d.outputsSpareRunningFiles(cfg); err != nil {
+		return err
+	}
 	channels, err := Channels(cfg)
 	if err != nil {
 		return err
@@ -535,6 +539,33 @@ func (d *Daemon) reload() error {
 	}
 	d.cfg = d.apply(cfg)
 	return nil
+}
+
+// outputsSpareRunningFiles refuses a reloaded config whose output would be
+// the running store or socket. config.Load checks outputs against the new
+// file's state_dir and socket.path, but those change only on restart: a
+// reload that moves state_dir and names the old store as an output would
+// otherwise have it overwritten under the running daemon, every record
+// lost.
+func (d *Daemon) outputsSpareRunningFiles(cfg *config.Config) error {
+	running := map[string]string{}
+	if d.cfg.StateDir != cfg.StateDir {
+		running[filepath.Join(d.cfg.StateDir, store.FileName)] = "is tokend's running store (" + store.FileName + " in state_dir " +
+			d.cfg.StateDir + ", in force until a restart); the output would overwrite every token record: choose another path"
+	}
+	if d.cfg.Socket.Path != "" && d.cfg.Socket.Path != cfg.Socket.Path {
+		running[d.cfg.Socket.Path] = "is tokend's running socket (socket.path " + d.cfg.Socket.Path +
+			", in force until a restart); the output would replace it: choose another path"
+	}
+	var errs []error
+	for i, ch := range cfg.Channels {
+		for j, o := range ch.Outputs {
+			if why, ok := running[o.Path]; ok {
+				errs = append(errs, fmt.Errorf("channels[%d].outputs[%d].path %q: %s", i, j, o.Path, why))
+			}
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // apply puts a reloaded config's process-wide settings in force, after

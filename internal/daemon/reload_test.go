@@ -202,3 +202,117 @@ channels:
 		t.Errorf("restart-only settings warned about after the fourth reload: %v, want one more state_dir", got)
 	}
 }
+
+// TestReloadOutputOnRunningFiles: state_dir and socket.path change only on
+// restart, so a reload that moves them and names the running store or
+// socket as an output is rejected: config.Load, which checks against the
+// new file's values, would let the output overwrite the running store
+// (every record lost) or replace the socket.
+func TestReloadOutputOnRunningFiles(t *testing.T) {
+	dir := t.TempDir()
+	keyPath := writeKeys(t, dir, 1)[0]
+	key, err := oauth.LoadPrivateKey(keyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sim := linefake.New(linefake.Options{})
+	srv := httptest.NewServer(sim)
+	defer srv.Close()
+	sim.AddChannel("1657000001", "s1")
+	sim.RegisterKey("1657000001", "kid-1", &key.PublicKey)
+
+	cfgPath := filepath.Join(dir, "config.yaml")
+	write := func(state, sock string, outputs ...string) {
+		t.Helper()
+		outs := ""
+		for _, o := range outputs {
+			outs += fmt.Sprintf("{path: %s, format: json}, ", o)
+		}
+		y := fmt.Sprintf(`state_dir: %s
+line: {base_url: %q}
+socket: {path: %s}
+channels:
+  - {id: "1657000001", name: bot-1, key_id: kid-1, private_key_file: %s, channel_secret: s1, outputs: [%s]}
+`, state, srv.URL, sock, keyPath, strings.TrimSuffix(outs, ", "))
+		if err := os.WriteFile(cfgPath, []byte(y), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	state, sock, out := filepath.Join(dir, "state"), filepath.Join(dir, "s.sock"), filepath.Join(dir, "bot-1.json")
+	write(state, sock, out)
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	core, logs := observer.New(zapcore.InfoLevel)
+	notes := make(chan string, 16)
+	reload := make(chan struct{})
+	d, err := New(cfg, Options{Logger: zap.New(core), Reload: reload, ConfigPath: cfgPath, Notify: func(s string) { notes <- s }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	waitFor := func(want string) {
+		t.Helper()
+		for {
+			select {
+			case n := <-notes:
+				if n == want {
+					return
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatalf("no %q within 10s", want)
+			}
+		}
+	}
+	waitFor("READY=1")
+	storeFile := filepath.Join(state, "tokend.db")
+	before, err := os.Stat(storeFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	for _, tc := range []struct {
+		name        string
+		state, sock string
+		output      string // the added output
+		want        string
+	}{
+		{"the running store", filepath.Join(dir, "state2"), sock, storeFile, "is tokend's running store"},
+		{"the running socket", state, filepath.Join(dir, "s2.sock"), sock, "is tokend's running socket"},
+	} {
+		write(tc.state, tc.sock, out, tc.output)
+		reload <- struct{}{}
+		waitFor("READY=1")
+		rejected := logs.FilterMessage("reload rejected; the running configuration stays in force").All()
+		if len(rejected) == 0 {
+			t.Fatalf("%s as an output: reload not rejected", tc.name)
+		}
+		msg, _ := rejected[len(rejected)-1].ContextMap()["error"].(string)
+		if !strings.Contains(msg, tc.want) || !strings.Contains(msg, "channels[0].outputs[1].path") {
+			t.Errorf("%s as an output: error %q, want it to name channels[0].outputs[1].path and say %q", tc.name, msg, tc.want)
+		}
+		logs.TakeAll()
+	}
+	// Give the rotator time to publish, had the reload gone through.
+	time.Sleep(100 * time.Millisecond)
+	after, err := os.Stat(storeFile)
+	if err != nil || !os.SameFile(before, after) {
+		t.Errorf("the running store was replaced (%v)", err)
+	}
+	if fi, err := os.Lstat(sock); err != nil || fi.Mode().Type() != os.ModeSocket {
+		t.Errorf("the running socket was replaced (%v)", err)
+	}
+	if logs.FilterMessage("configuration reloaded").Len() != 0 {
+		t.Error("a reload was applied")
+	}
+}
