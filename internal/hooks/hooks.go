@@ -48,6 +48,12 @@ type Event struct {
 	Name      string    // "" if the channel has no name
 	Outputs   []string  // paths of the channel's file outputs
 	ExpiresAt time.Time // of the new token
+	// Redact lists what must never reach a log from a hook's output: the
+	// channel's tokens and secret. A hook is free to print them (a
+	// `curl -v` with the token in a header, a `cat` of an output), and
+	// its output is logged; each occurrence is logged as [redacted]. It
+	// never reaches the hook's environment.
+	Redact []string
 }
 
 // Kind names what the hook does: "exec", "signal" or "invalid".
@@ -90,7 +96,7 @@ func Run(ctx context.Context, specs []Spec, ev Event, log *zap.Logger) error {
 			zap.Int("hook", i), zap.String("kind", s.Kind()), zap.String("channel", label),
 			zap.Duration("duration", time.Since(start)),
 		}
-		fields = append(fields, out.fields()...)
+		fields = append(fields, out.fields(ev.Redact)...)
 		if err != nil {
 			err = fmt.Errorf("hook %d (%s): %w", i, s.Kind(), err)
 			log.Warn("hook failed", append(fields, zap.Error(err))...)
@@ -262,19 +268,43 @@ func sendSignal(s Spec) error {
 // tails keeps the end of a hook's stdout and stderr.
 type tails struct{ stdout, stderr tailBuffer }
 
-// fields logs the captured output, if any.
-func (t *tails) fields() []zap.Field {
+// fields logs the captured output, if any, without the secrets in redact.
+func (t *tails) fields(redact []string) []zap.Field {
 	if t == nil {
 		return nil
 	}
 	var fs []zap.Field
 	if s := t.stdout.String(); s != "" {
-		fs = append(fs, zap.String("stdout", s))
+		fs = append(fs, zap.String("stdout", redactAll(s, redact)))
 	}
 	if s := t.stderr.String(); s != "" {
-		fs = append(fs, zap.String("stderr", s))
+		fs = append(fs, zap.String("stderr", redactAll(s, redact)))
 	}
 	return fs
+}
+
+// redactAll replaces every secret in s with [redacted]. A tail cut off
+// inside a secret starts with its end: a start of s that is the last 8 or
+// more bytes of a secret is redacted too.
+func redactAll(s string, secrets []string) string {
+	const mark, minPart = "[redacted]", 8
+	for _, sec := range secrets {
+		if sec == "" {
+			continue
+		}
+		s = strings.ReplaceAll(s, sec, mark)
+		body, dots := strings.CutPrefix(s, "...") // a truncated tail's mark
+		for k := min(len(sec)-1, len(body)); k >= minPart; k-- {
+			if strings.HasPrefix(body, sec[len(sec)-k:]) {
+				s = mark + body[k:]
+				if dots {
+					s = "..." + s
+				}
+				break
+			}
+		}
+	}
+	return s
 }
 
 // tailBuffer is an io.Writer keeping only the last outputTail bytes

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -385,6 +386,74 @@ func TestSpecKind(t *testing.T) {
 	for _, tt := range tests {
 		if got := tt.s.Kind(); got != tt.want {
 			t.Errorf("%+v.Kind() = %s; want %s", tt.s, got, tt.want)
+		}
+	}
+}
+
+// TestRunRedacts: a hook may print the channel's token or secret (a
+// `curl -v` with the token in a header, a `cat` of an output); its output
+// is logged with every one of them, and a tail cut off inside one, as
+// [redacted]. They never reach the hook's environment.
+func TestRunRedacts(t *testing.T) {
+	const token, old, secret = "eyJhbGciOiJIUzI1NiJ9.current-token-0123456789", "eyJold-superseded-token-abcdefghij", "channel-secret-0123456789abcdef"
+	dir := t.TempDir()
+	ev := Event{ChannelID: "1", Redact: []string{token, old, "", secret}}
+	loud := script(t, dir, "loud.sh", "echo \"Authorization: Bearer "+token+"\"\necho old="+old+" >&2\necho secret="+secret+"\nexit 3\n")
+	// A tail that begins inside the token: only its last 20 bytes kept.
+	cut := script(t, dir, "cut.sh", fmt.Sprintf("printf '%%s' '%s'\nprintf 'x%%.0s' $(seq %d)\necho\n", token, outputTail-20))
+	env := filepath.Join(dir, "env")
+	dump := script(t, dir, "env.sh", "env > "+env+"\n")
+	log, logs := observed()
+	_ = Run(context.Background(), []Spec{{Exec: []string{loud}}, {Exec: []string{cut}}, {Exec: []string{dump}}}, ev, log)
+
+	var text []string
+	for _, e := range logs.All() {
+		text = append(text, e.Message+" "+fmt.Sprint(e.ContextMap()))
+	}
+	all := strings.Join(text, "\n")
+	for _, s := range []string{token, old, secret, token[len(token)-20:]} {
+		if strings.Contains(all, s) {
+			t.Errorf("a log line holds %q:\n%s", s, all)
+		}
+	}
+	failed := logs.FilterMessage("hook failed").All()
+	if len(failed) != 1 {
+		t.Fatalf("%d failed hooks logged; want 1", len(failed))
+	}
+	f := failed[0].ContextMap()
+	if f["stdout"] != "Authorization: Bearer [redacted]\nsecret=[redacted]" || f["stderr"] != "old=[redacted]" {
+		t.Errorf("failed hook logged stdout %q, stderr %q", f["stdout"], f["stderr"])
+	}
+	ran := logs.FilterMessage("hook ran").All()
+	if len(ran) != 2 {
+		t.Fatalf("%d hooks ran; want 2", len(ran))
+	}
+	if out, _ := ran[0].ContextMap()["stdout"].(string); !strings.HasPrefix(out, "...[redacted]xxx") {
+		t.Errorf("a tail cut inside the token logged as %.40q...", out)
+	}
+	b, err := os.ReadFile(env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range ev.Redact {
+		if s != "" && strings.Contains(string(b), s) {
+			t.Errorf("the hook's environment holds %q", s)
+		}
+	}
+}
+
+func TestRedactAll(t *testing.T) {
+	secrets := []string{"0123456789abcdef", "short"}
+	for _, c := range []struct{ in, want string }{
+		{"a 0123456789abcdef b 0123456789abcdef", "a [redacted] b [redacted]"},
+		{"...89abcdef tail", "...[redacted] tail"}, // the last 8 bytes of a secret, at a cut
+		{"...9abcdef tail", "...9abcdef tail"},     // 7 bytes: too little to be sure
+		{"89abcdef at the start, uncut", "[redacted] at the start, uncut"},
+		{"a short one", "a [redacted] one"},
+		{"nothing here", "nothing here"},
+	} {
+		if got := redactAll(c.in, secrets); got != c.want {
+			t.Errorf("redactAll(%q) = %q, want %q", c.in, got, c.want)
 		}
 	}
 }

@@ -73,9 +73,10 @@ type Options struct {
 	MaxInFlight       int           // concurrent LINE calls, all channels together; 0: 16
 	Retry             Retry         // zero: DefaultRetry
 	AssertionLifetime time.Duration // 0: oauth's default
-	// StopTimeout bounds how long Run waits, once its context is done, for
-	// steps in flight (a LINE call it already made is allowed to finish, so
-	// its token is committed rather than lost). 0: 15s.
+	// StopTimeout bounds how long Run and RunOnce wait, once their context
+	// is done, for steps in flight (a LINE call it already made is allowed
+	// to finish, so its token is committed rather than lost) and for hooks
+	// still running (then killed). 0: 15s.
 	StopTimeout time.Duration
 	Rand        func() float64 // [0,1) for retry jitter; nil: math/rand/v2
 
@@ -125,6 +126,12 @@ type Rotator struct {
 	burstMu sync.Mutex   // serialises setBurst
 	burst   bool         // Burst(true) was the last call
 	hooksWG sync.WaitGroup
+
+	// hookCtx is every hook's context; killHooks ends it StopTimeout after
+	// a stop (waitHooks), so a stop waits for a hook no longer than for a
+	// LINE call instead of up to the hook's own timeout.
+	hookCtx   context.Context
+	killHooks context.CancelFunc
 }
 
 // New checks the channels and returns a Rotator for them.
@@ -166,6 +173,7 @@ func New(channels []Channel, o Options) (*Rotator, error) {
 		chans:  map[string]*channel{},
 		readyC: make(chan struct{}),
 	}
+	r.hookCtx, r.killHooks = context.WithCancel(context.Background())
 	slots := make([]atomic.Pointer[served], len(channels)) // side by side (read.go)
 	for i, ch := range channels {
 		c, err := r.newChannel(ch)
@@ -273,6 +281,10 @@ func (r *Rotator) Run(ctx context.Context) error {
 	}()
 
 	<-ctx.Done()
+	// Hooks still running get as long as the steps in flight, then are
+	// killed: a stop is bounded by StopTimeout, not by a hook's timeout.
+	kill := time.AfterFunc(r.o.StopTimeout, r.killHooks) // real time, as a LINE call's bound
+	defer kill.Stop()
 	<-started
 	<-swept
 	r.mu.Lock()
@@ -286,6 +298,26 @@ func (r *Rotator) Run(ctx context.Context) error {
 	return nil
 }
 
+// waitHooks is RunOnce's wait for the hooks still running: once ctx is
+// done (a stop), for StopTimeout at most, after which their contexts end
+// and exec hooks' process groups are killed.
+func (r *Rotator) waitHooks(ctx context.Context) {
+	var mu sync.Mutex
+	var kill *time.Timer
+	stop := context.AfterFunc(ctx, func() {
+		mu.Lock()
+		kill = time.AfterFunc(r.o.StopTimeout, r.killHooks) // real time, as a LINE call's bound
+		mu.Unlock()
+	})
+	r.hooksWG.Wait()
+	stop()
+	mu.Lock()
+	if kill != nil {
+		kill.Stop()
+	}
+	mu.Unlock()
+}
+
 // RunOnce makes one pass over every channel (load, reconcile, issue or
 // rotate what is due, revoke what is due, publish, run hooks) and returns
 // an error naming the channels that then hold no valid token.
@@ -297,7 +329,7 @@ func (r *Rotator) RunOnce(ctx context.Context) error {
 		return err
 	}
 	r.startPass(ctx, chans, false)
-	r.hooksWG.Wait()
+	r.waitHooks(ctx)
 	now := r.clock.Now()
 	var missing []string
 	for _, c := range chans {

@@ -660,11 +660,17 @@ func (r *Rotator) publish(c *channel, now time.Time) {
 		for _, o := range c.cfg.Outputs {
 			ev.Outputs = append(ev.Outputs, o.Path)
 		}
+		// A hook may print what it reads: none of the channel's
+		// tokens, nor its secret, is logged from its output.
+		ev.Redact = append(ev.Redact, cur.AccessToken, c.cfg.Secret)
+		for _, rec := range c.old {
+			ev.Redact = append(ev.Redact, rec.AccessToken)
+		}
 		specs, log := c.cfg.Hooks, r.log.Named("hooks")
 		r.hooksWG.Add(1)
 		go func() {
 			defer r.hooksWG.Done()
-			_ = r.o.Hooks(context.Background(), specs, ev, log)
+			_ = r.o.Hooks(r.hookCtx, specs, ev, log)
 		}()
 	}
 	c.hooksDue = false
