@@ -3,13 +3,16 @@ package rotator
 import (
 	"context"
 	"fmt"
+	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/tokend/tokend/internal/hooks"
+	"github.com/tokend/tokend/internal/linefake"
 )
 
 // TestHookOutputRedacted: a hook that prints the channel's tokens (here a
@@ -107,4 +110,52 @@ func TestRunOnceStopKillsHooks(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("RunOnce still waiting for the hook 10s after its context ended")
 	}
+}
+
+// TestHooksRunAfterRestartCompletesOutputs: a token recorded by a process
+// that stopped before every output had it (here an output directory was
+// missing) gets its hooks from the next process, once that one has written
+// it everywhere; a restart whose outputs already hold the token runs none.
+func TestHooksRunAfterRestartCompletesOutputs(t *testing.T) {
+	h := newHarness(t, 1, nil)
+	ch := &h.chans[0]
+	later := t.TempDir() + "/later"
+	ch.Outputs = append(ch.Outputs, Output{Path: later + "/bot.token", Format: "raw", Mode: 0o600})
+	ch.Hooks = []hooks.Spec{{Exec: []string{"/bin/true"}}}
+	var mu sync.Mutex
+	var runs []time.Time // each hook run: the token's expiry
+	h.opts.Hooks = func(_ context.Context, _ []hooks.Spec, ev hooks.Event, _ *zap.Logger) error {
+		mu.Lock()
+		defer mu.Unlock()
+		runs = append(runs, ev.ExpiresAt)
+		return nil
+	}
+	count := func() int {
+		h.rot.hooksWG.Wait()
+		mu.Lock()
+		defer mu.Unlock()
+		return len(runs)
+	}
+
+	h.start() // issues; the output in later/ fails
+	if n := count(); n != 0 {
+		t.Fatalf("%d hook runs with an output unwritten; want 0", n)
+	}
+	h.stop()
+	if err := os.Mkdir(later, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	h.start() // the recorded token, written to later/ at last
+	if n := count(); n != 1 {
+		t.Fatalf("%d hook runs after the restart wrote the missing output; want 1", n)
+	}
+	if n := h.sim.Count(linefake.EndpointIssueV21); n != 1 {
+		t.Errorf("%d issue calls; want the recorded token reused", n)
+	}
+	h.stop()
+	h.start() // every output holds the token already
+	if n := count(); n != 1 {
+		t.Errorf("%d hook runs after a restart that wrote nothing; want still 1", n)
+	}
+	h.stop()
 }

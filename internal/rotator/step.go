@@ -35,6 +35,7 @@ type channel struct {
 
 	published  bool // current written to every output
 	hooksDue   bool // a new token awaits its on_rotate hooks
+	adopted    bool // current came from the store and is not yet published by this process
 	gone       bool // LINE no longer knows the current token
 	ready      bool // counted in Rotator.readyCount
 	removed    bool
@@ -101,7 +102,7 @@ func (c *channel) adopt(recs []store.Record) {
 				c.old = append(c.old, *c.current)
 			}
 			cur := rec
-			c.current = &cur
+			c.current, c.adopted = &cur, true
 			continue
 		}
 		c.old = append(c.old, rec)
@@ -618,7 +619,7 @@ func (r *Rotator) record(c *channel, now time.Time, rec store.Record) {
 		c.old = append(c.old, *prev)
 	}
 	c.current = &rec
-	c.gone, c.published, c.hooksDue = false, false, true
+	c.gone, c.published, c.hooksDue, c.adopted = false, false, true, false
 	c.issue = attempt{}
 	c.lastErr, c.lastErrAt = "", time.Time{}
 	r.o.Metrics.Rotation(c.cfg.Label(), "ok")
@@ -635,10 +636,13 @@ func (r *Rotator) publish(c *channel, now time.Time) {
 	cur := c.current
 	tok := tokenOf(c.cfg, cur)
 	var errs []error
+	wrote := false // an output did not hold the token yet
 	for _, o := range c.cfg.Outputs {
 		data, err := output.Render(o.Format, tok)
 		if err == nil {
-			_, err = output.WriteFile(o.Path, data, o.Mode)
+			var changed bool
+			changed, err = output.WriteFile(o.Path, data, o.Mode)
+			wrote = wrote || changed
 		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("output %s: %w", o.Path, err))
@@ -652,6 +656,14 @@ func (r *Rotator) publish(c *channel, now time.Time) {
 	}
 	c.publishTry = attempt{}
 	c.published = true
+	if c.adopted && wrote {
+		// A token from the store that an output did not hold yet: the
+		// last process recorded it but stopped before every output had
+		// it (outputs failing, or killed), and so before its hooks. They
+		// are due now that every output has it.
+		c.hooksDue = true
+	}
+	c.adopted = false
 	if c.hooksDue && now.After(cur.IssuedAt) {
 		r.restartGrace(c, cur.IssuedAt, now)
 	}
