@@ -320,7 +320,9 @@ func (r *Rotator) waitHooks(ctx context.Context) {
 
 // RunOnce makes one pass over every channel (load, reconcile, issue or
 // rotate what is due, revoke what is due, publish, run hooks) and returns
-// an error naming the channels that then hold no valid token.
+// an error naming the channels that then hold no valid token, and those
+// whose token is not written to every output; or, if ctx ended first, one
+// saying the pass was stopped.
 func (r *Rotator) RunOnce(ctx context.Context) error {
 	r.mu.Lock()
 	chans := r.channelList()
@@ -331,17 +333,32 @@ func (r *Rotator) RunOnce(ctx context.Context) error {
 	r.startPass(ctx, chans, false)
 	r.waitHooks(ctx)
 	now := r.clock.Now()
-	var missing []string
+	var noToken, unwritten []string
 	for _, c := range chans {
-		if s := c.snap.Load(); s == nil || !s.valid(now) || !s.published {
-			missing = append(missing, c.cfg.Label())
+		switch s := c.snap.Load(); {
+		case s == nil || !s.valid(now):
+			noToken = append(noToken, c.cfg.Label())
+		case !s.published:
+			unwritten = append(unwritten, c.cfg.Label())
 		}
 	}
-	if len(missing) > 0 {
-		sort.Strings(missing)
-		return fmt.Errorf("%d of %d channels hold no valid token: %s", len(missing), len(chans), strings.Join(missing, ", "))
+	var errs []error
+	for _, p := range []struct {
+		labels []string
+		what   string
+	}{
+		{noToken, "hold no valid token"},
+		{unwritten, "hold a valid token not yet written to every output (see the output write errors)"},
+	} {
+		if len(p.labels) > 0 {
+			sort.Strings(p.labels)
+			errs = append(errs, fmt.Errorf("%d of %d channels %s: %s", len(p.labels), len(chans), p.what, strings.Join(p.labels, ", ")))
+		}
 	}
-	return ctx.Err()
+	if err := ctx.Err(); err != nil && len(errs) == 0 {
+		errs = append(errs, fmt.Errorf("stopped before the pass was over (every channel holds a valid token; what else was due is left for the next run): %w", err))
+	}
+	return errors.Join(errs...)
 }
 
 // channelList returns the channels sorted by ID; r.mu must be held.

@@ -634,6 +634,13 @@ func TestRunOnce(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "1 of 3 channels hold no valid token: broken-bot") {
 		t.Fatalf("RunOnce error = %v", err)
 	}
+	// A pass stopped (a signal) says so, not just "context canceled".
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	rot4, _ := New(h.chans, h.opts)
+	if err := rot4.RunOnce(ctx); err == nil || !strings.Contains(err.Error(), "stopped before the pass was over") {
+		t.Errorf("RunOnce stopped at once: error %v, want it to say the pass was stopped", err)
+	}
 }
 
 // TestStartBoundsItsSteps: a start with more channels than workers runs
