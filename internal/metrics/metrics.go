@@ -63,6 +63,11 @@ func New() *Metrics {
 			Help: "Log lines dropped by sampling: beyond the first 100 a second with the same message and level, all but every 100th.",
 		}, []string{"level"}),
 	}
+	// The drop counters exist from the start, at 0, so that increase()
+	// sees the first drop and an alert on them has a series to watch.
+	for _, level := range []string{"debug", "info", "warn", "error"} {
+		m.logDropped.WithLabelValues(level)
+	}
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),

@@ -317,3 +317,19 @@ func BenchmarkSetToken(b *testing.B) {
 		m.SetToken("shop-bot", exp, next)
 	}
 }
+
+// TestLogDroppedFromTheStart: the log-drop counters exist at 0 before the
+// first drop, for every level sampling can drop.
+func TestLogDroppedFromTheStart(t *testing.T) {
+	m := New()
+	want := `# HELP tokend_log_lines_dropped_total Log lines dropped by sampling: beyond the first 100 a second with the same message and level, all but every 100th.
+# TYPE tokend_log_lines_dropped_total counter
+tokend_log_lines_dropped_total{level="debug"} 0
+tokend_log_lines_dropped_total{level="error"} 0
+tokend_log_lines_dropped_total{level="info"} 0
+tokend_log_lines_dropped_total{level="warn"} 0
+`
+	if err := testutil.GatherAndCompare(m.Registry(), strings.NewReader(want), "tokend_log_lines_dropped_total"); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -826,6 +826,11 @@ func (r *Rotator) refresh(c *channel, now time.Time) {
 			s.status.NextRotation = later(now, c.issue.at)
 		}
 		r.o.Metrics.SetToken(c.cfg.Label(), cur.ExpiresAt, s.status.NextRotation)
+	} else {
+		// No token to serve: the series exist all the same, expiry 0 and
+		// the next rotation at the next issue attempt (0 if none is
+		// set), so an "expires soon" alert fires for this channel too.
+		r.o.Metrics.SetToken(c.cfg.Label(), time.Time{}, c.issue.at)
 	}
 	s.status.Valid = s.valid(now)
 	c.setServed(s)
