@@ -86,11 +86,18 @@ func WriteFile(path string, data []byte, mode os.FileMode) (changed bool, err er
 	if _, err := f.Write(data); err != nil {
 		return false, fmt.Errorf("output: write %s: %w", path, err)
 	}
-	if uid >= 0 && geteuid() == 0 {
+	switch {
+	case uid >= 0 && geteuid() == 0:
 		// Re-apply the owner an operator gave the file.
 		if err := f.Chown(uid, gid); err != nil {
 			return false, fmt.Errorf("output: write %s: %w", path, err)
 		}
+	case gid >= 0:
+		// Not root: the owner can only be tokend's user, but the group
+		// stays when tokend's user belongs to it, so readers given the
+		// file through its group keep it. Best effort: for a group it is
+		// not in, the file takes tokend's group (a setgid directory's).
+		_ = f.Chown(-1, gid)
 	}
 	if err := f.Chmod(mode); err != nil {
 		return false, fmt.Errorf("output: write %s: %w", path, err)

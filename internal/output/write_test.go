@@ -158,6 +158,34 @@ func TestWriteFileReappliesOwner(t *testing.T) {
 	checkFile(t, path, "two", 0o640)
 }
 
+// TestWriteFileKeepsGroupAsNonRoot: a tokend that is not root cannot give
+// the file back to its owner, but keeps its group (one its user belongs
+// to: here root, which may set any), so readers given the file through its
+// group keep it.
+func TestWriteFileKeepsGroupAsNonRoot(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("only root can give a file to another group to set up the test")
+	}
+	realEuid := geteuid
+	t.Cleanup(func() { geteuid = realEuid })
+	geteuid = func() int { return 1000 } // write as if not root
+	path := filepath.Join(t.TempDir(), "tok")
+	write(t, path, "one", 0o640)
+	if err := os.Chown(path, 1234, 5678); err != nil {
+		t.Fatal(err)
+	}
+	write(t, path, "two", 0o640)
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := fi.Sys().(*syscall.Stat_t)
+	if st.Uid != uint32(os.Getuid()) || st.Gid != 5678 {
+		t.Fatalf("owner %d:%d; want %d:5678 (the writer's user, the file's group)", st.Uid, st.Gid, os.Getuid())
+	}
+	checkFile(t, path, "two", 0o640)
+}
+
 // TestWriteFileAtomic reads the file in a tight loop while it is rewritten
 // with tokens of many lengths: every read must be one whole written value.
 func TestWriteFileAtomic(t *testing.T) {
