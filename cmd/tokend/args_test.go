@@ -111,3 +111,19 @@ func TestDevRefusesArguments(t *testing.T) {
 		t.Errorf("dev with a stray argument created %v", ents)
 	}
 }
+
+// TestConfigErrorsNameTheFile: run, run -once and check name the config
+// file a config error is in, as check always did.
+func TestConfigErrorsNameTheFile(t *testing.T) {
+	e := newEnv(t, 1, "")
+	bad := filepath.Join(e.dir, "new.yaml")
+	if err := os.WriteFile(bad, []byte("state_dir: [not a path]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"run", "-config", bad}, {"run", "-once", "-config", bad}, {"check", "-config", bad}} {
+		code, _, stderr := e.runCmd(args...)
+		if want := "tokend " + args[0] + ": " + bad + ": "; code != 2 || !strings.HasPrefix(stderr, want) {
+			t.Errorf("%q: exit %d, stderr %q; want exit 2 and a message starting %q", args, code, stderr, want)
+		}
+	}
+}

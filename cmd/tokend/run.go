@@ -14,7 +14,7 @@ import (
 func loadConfig(path string) (*config.Config, error) {
 	cfg, err := config.Load(path)
 	if err != nil {
-		return nil, usage("%w", err)
+		return nil, usage("%s: %w", path, err)
 	}
 	return cfg, nil
 }
