@@ -13,6 +13,7 @@ import (
 	"github.com/tokend/tokend/internal/config"
 	"github.com/tokend/tokend/internal/oauth"
 	"github.com/tokend/tokend/internal/socket"
+	"github.com/tokend/tokend/internal/store"
 )
 
 // Check validates what the config points at: keys, output and socket
@@ -27,6 +28,8 @@ func Check(ctx context.Context, cfg *config.Config, online bool, version string)
 	}
 	if err := checkDir("state_dir", cfg.StateDir, true); err != nil {
 		errs = append(errs, err)
+	} else if err := store.Inspect(cfg.StateDir); err != nil {
+		errs = append(errs, fmt.Errorf("state_dir: %w", err))
 	}
 	if cfg.Socket.Path != "" {
 		if err := checkDir("socket.path", filepath.Dir(cfg.Socket.Path), false); err != nil {

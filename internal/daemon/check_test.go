@@ -10,6 +10,7 @@ import (
 
 	"github.com/tokend/tokend/internal/config"
 	"github.com/tokend/tokend/internal/socket"
+	"github.com/tokend/tokend/internal/store"
 )
 
 // TestCheckSocketPath: check refuses what run's socket.Listen refuses at
@@ -68,5 +69,37 @@ func TestCheckSocketPath(t *testing.T) {
 	}
 	if _, err := os.Lstat(stale); err != nil {
 		t.Errorf("check touched the stale socket: %v", err)
+	}
+}
+
+// TestCheckStore: check reports a store run would refuse (here damaged),
+// with run's words, and passes a healthy one, a missing one and the one a
+// running tokend holds.
+func TestCheckStore(t *testing.T) {
+	state := filepath.Join(t.TempDir(), "state")
+	check := func() []error {
+		return Check(context.Background(), &config.Config{StateDir: state}, false, "test")
+	}
+	if errs := check(); len(errs) > 0 {
+		t.Fatalf("no store yet: %v", errs)
+	}
+	st, err := store.Open(state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if errs := check(); len(errs) > 0 {
+		t.Errorf("a store a running tokend holds: %v", errs)
+	}
+	st.Close()
+	if errs := check(); len(errs) > 0 {
+		t.Errorf("a healthy store: %v", errs)
+	}
+	if err := os.WriteFile(filepath.Join(state, store.FileName), []byte("not a database at all, but long enough to read a page header from"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, runErr := store.Open(state)
+	errs := check()
+	if runErr == nil || len(errs) != 1 || errs[0].Error() != "state_dir: "+runErr.Error() {
+		t.Errorf("a damaged store: check gave %v; want [state_dir: %v], what run says", errs, runErr)
 	}
 }

@@ -80,18 +80,9 @@ func Open(dir string) (*Store, error) {
 		return nil, err
 	}
 	path := filepath.Join(dir, FileName)
-	db, err := openBolt(path)
+	db, err := openBolt(path, false)
 	if err != nil {
-		switch {
-		case errors.Is(err, berrors.ErrTimeout):
-			return nil, &LockedError{Dir: dir}
-		case errors.Is(err, berrors.ErrInvalid), errors.Is(err, berrors.ErrVersionMismatch),
-			errors.Is(err, berrors.ErrChecksum), errors.As(err, new(panicError)), errors.As(err, new(truncatedError)):
-			return nil, fmt.Errorf("store: open: %w", corruptError(path, err))
-		case errors.As(err, new(*fs.PathError)):
-			return nil, fmt.Errorf("store: %w", err)
-		}
-		return nil, fmt.Errorf("store: open %s: %w", path, err)
+		return nil, openError(dir, path, err)
 	}
 	db.MaxBatchDelay = batchDelay
 	s := &Store{db: db, path: path}
@@ -104,6 +95,56 @@ func Open(dir string) (*Store, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// openError is the error for a failed openBolt.
+func openError(dir, path string, err error) error {
+	switch {
+	case errors.Is(err, berrors.ErrTimeout):
+		return &LockedError{Dir: dir}
+	case errors.Is(err, berrors.ErrInvalid), errors.Is(err, berrors.ErrVersionMismatch),
+		errors.Is(err, berrors.ErrChecksum), errors.As(err, new(panicError)), errors.As(err, new(truncatedError)):
+		return fmt.Errorf("store: open: %w", corruptError(path, err))
+	case errors.As(err, new(*fs.PathError)):
+		return fmt.Errorf("store: %w", err)
+	}
+	return fmt.Errorf("store: open %s: %w", path, err)
+}
+
+// Inspect checks the store in dir as Open would, without changing
+// anything, for `tokend check`: no store yet, or an empty file, is fine (a
+// start makes one); a store another process holds (the running tokend)
+// is not looked into; any other must open, pass bbolt's consistency check
+// and have a schema this tokend reads.
+func Inspect(dir string) error {
+	path := filepath.Join(dir, FileName)
+	fi, err := os.Stat(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil
+	case err != nil:
+		return fmt.Errorf("store: %w", err)
+	case !fi.Mode().IsRegular():
+		return fmt.Errorf("store: %s is not a regular file", path)
+	case fi.Size() == 0:
+		return nil
+	}
+	db, err := openBolt(path, true)
+	if err != nil {
+		if err := openError(dir, path, err); !errors.As(err, new(*LockedError)) {
+			return err
+		}
+		return nil
+	}
+	defer db.Close()
+	s := &Store{db: db, path: path}
+	if err := s.check(); err != nil {
+		return err
+	}
+	return s.view("open", func(tx *bolt.Tx) error {
+		_, err := s.schema(tx)
+		return err
+	})
 }
 
 // ensureDir creates dir 0700 if it is missing and checks it is a directory.
@@ -134,8 +175,9 @@ type panicError struct{ v any }
 func (p panicError) Error() string { return fmt.Sprintf("bbolt panic: %v", p.v) }
 
 // openBolt is bolt.Open with the file mode enforced on the open descriptor
-// and bbolt's panics on a corrupted file turned into errors.
-func openBolt(path string) (db *bolt.DB, err error) {
+// (not when readOnly: then nothing is changed) and bbolt's panics on a
+// corrupted file turned into errors.
+func openBolt(path string, readOnly bool) (db *bolt.DB, err error) {
 	var (
 		mu sync.Mutex
 		f  *os.File
@@ -152,7 +194,7 @@ func openBolt(path string) (db *bolt.DB, err error) {
 		if err == nil {
 			err = checkSize(file, fi.Size())
 		}
-		if err == nil && fi.Mode().Perm() != fileMode {
+		if err == nil && !readOnly && fi.Mode().Perm() != fileMode {
 			// Tighten looser bits, and undo a umask that removed ours.
 			err = file.Chmod(fileMode)
 		}
@@ -180,7 +222,7 @@ func openBolt(path string) (db *bolt.DB, err error) {
 			db, err = nil, panicError{v}
 		}
 	}()
-	return bolt.Open(path, fileMode, &bolt.Options{Timeout: lockTimeout, OpenFile: openFile})
+	return bolt.Open(path, fileMode, &bolt.Options{Timeout: lockTimeout, OpenFile: openFile, ReadOnly: readOnly})
 }
 
 // truncatedError is a database file shorter than its own meta page says.
@@ -258,23 +300,12 @@ var migrations = map[int]func(*bolt.Tx) error{}
 // and migrates an older one.
 func (s *Store) initSchema() error {
 	return s.update("open", func(tx *bolt.Tx) error {
-		meta := tx.Bucket(bucketMeta)
-		if meta == nil {
-			empty := true
-			_ = tx.ForEach(func([]byte, *bolt.Bucket) error { empty = false; return nil })
-			if !empty {
-				return fmt.Errorf("%s has no schema version but is not empty: not a tokend database; move it aside", s.path)
-			}
+		v, err := s.schema(tx)
+		if err != nil {
+			return err
+		}
+		if v == 0 {
 			return writeSchema(tx, SchemaVersion)
-		}
-		raw := meta.Get(keySchema)
-		v, err := strconv.Atoi(string(raw))
-		if err != nil || v < 1 {
-			return fmt.Errorf("%s: invalid schema version %q; move the file aside", s.path, raw)
-		}
-		if v > SchemaVersion {
-			return fmt.Errorf("%s has schema version %d, newer than this tokend supports (%d); run a newer tokend or move the file aside",
-				s.path, v, SchemaVersion)
 		}
 		if v < SchemaVersion {
 			if err := migrate(tx, v, SchemaVersion, migrations); err != nil {
@@ -288,6 +319,30 @@ func (s *Store) initSchema() error {
 		}
 		return nil
 	})
+}
+
+// schema returns the database's schema version (0: a new, empty
+// database), or why this tokend cannot use it.
+func (s *Store) schema(tx *bolt.Tx) (int, error) {
+	meta := tx.Bucket(bucketMeta)
+	if meta == nil {
+		empty := true
+		_ = tx.ForEach(func([]byte, *bolt.Bucket) error { empty = false; return nil })
+		if !empty {
+			return 0, fmt.Errorf("%s has no schema version but is not empty: not a tokend database; move it aside", s.path)
+		}
+		return 0, nil
+	}
+	raw := meta.Get(keySchema)
+	v, err := strconv.Atoi(string(raw))
+	if err != nil || v < 1 {
+		return 0, fmt.Errorf("%s: invalid schema version %q; move the file aside", s.path, raw)
+	}
+	if v > SchemaVersion {
+		return 0, fmt.Errorf("%s has schema version %d, newer than this tokend supports (%d); run a newer tokend or move the file aside",
+			s.path, v, SchemaVersion)
+	}
+	return v, nil
 }
 
 func writeSchema(tx *bolt.Tx, v int) error {

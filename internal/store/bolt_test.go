@@ -200,12 +200,16 @@ func TestSchemaRefused(t *testing.T) {
 			dir := t.TempDir()
 			openT(t, dir).Close()
 			rawDB(t, dir, tt.setup)
+			want := "store: open: " + filepath.Join(dir, FileName) + tt.want
+			if err := Inspect(dir); err == nil || err.Error() != want { // tokend check: the same words
+				t.Errorf("Inspect: err = %v\nwant  %q", err, want)
+			}
 			s, err := Open(dir)
 			if err == nil {
 				s.Close()
 				t.Fatal("Open succeeded")
 			}
-			if want := "store: open: " + filepath.Join(dir, FileName) + tt.want; err.Error() != want {
+			if err.Error() != want {
 				t.Fatalf("err = %q\nwant  %q", err, want)
 			}
 		})
@@ -537,5 +541,58 @@ func TestOverlappingWritesShareCommits(t *testing.T) {
 	}
 	if len(all) != n {
 		t.Fatalf("%d channels stored; want %d", len(all), n)
+	}
+}
+
+// TestInspect: what `tokend check` learns about a store without changing
+// it: the same verdict as Open for a damaged or newer store, nothing for a
+// missing, empty or held one, and no file touched.
+func TestInspect(t *testing.T) {
+	dir := t.TempDir()
+	if err := Inspect(filepath.Join(dir, "missing")); err != nil {
+		t.Fatalf("no state directory yet: %v", err)
+	}
+	s := openT(t, dir)
+	if err := s.Put(rec("a", "A", 1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := Inspect(dir); err != nil {
+		t.Errorf("a store held by an open Store: %v", err)
+	}
+	s.Close()
+	path := filepath.Join(dir, FileName)
+	if err := os.Chmod(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := Inspect(dir); err != nil {
+		t.Errorf("a healthy store: %v", err)
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o644 {
+		t.Errorf("Inspect changed the file's mode: %v %v", fi.Mode(), err)
+	}
+	pristine, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(path, int64(len(pristine))/2/4096*4096); err != nil {
+		t.Fatal(err)
+	}
+	if err := Inspect(dir); err == nil || !strings.Contains(err.Error(), "is corrupted or not a tokend database (truncated") {
+		t.Errorf("a truncated store: %v", err)
+	}
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := Inspect(dir); err != nil {
+		t.Errorf("an empty file (Open makes it a store): %v", err)
+	}
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(path, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := Inspect(dir); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+		t.Errorf("a directory as the store: %v", err)
 	}
 }
