@@ -82,7 +82,7 @@ type Output struct {
 // Hook is something run after a channel's token was rotated: either a
 // command (Exec) or a signal sent to the process named in PIDFile.
 type Hook struct {
-	Exec    []string      // program and arguments; the program is absolute or looked up in PATH
+	Exec    []string      // program and arguments; the program is absolute (a relative path resolved against the config's directory) or a bare name looked up in PATH
 	Signal  string        // "HUP", "USR1", "USR2", "TERM" or "INT" (no SIG prefix)
 	PIDFile string        // absolute; set exactly when Signal is
 	Timeout time.Duration // how long the hook may take, default 30s

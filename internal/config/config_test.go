@@ -243,6 +243,8 @@ channels:
       - {signal: SIGUSR1, pid_file: /run/b.pid, timeout: 2s}
       - {signal: Usr2, pid_file: /run/c.pid}
       - {exec: [reload-bot, --fast]}
+      - {exec: [hooks/reload.sh, ./x]}
+      - {exec: [./reload.sh]}
 `, nil)
 	ch := cfg.Channels[0]
 	if ch.ID != "1657000000" || ch.Label() != "a.b_c-1" {
@@ -264,6 +266,8 @@ channels:
 		{Signal: "USR1", PIDFile: "/run/b.pid", Timeout: 2 * time.Second},
 		{Signal: "USR2", PIDFile: "/run/c.pid", Timeout: 30 * time.Second},
 		{Exec: []string{"reload-bot", "--fast"}, Timeout: 30 * time.Second},
+		{Exec: []string{"/etc/tokend/hooks/reload.sh", "./x"}, Timeout: 30 * time.Second}, // only the program is a path of tokend's
+		{Exec: []string{"/etc/tokend/reload.sh"}, Timeout: 30 * time.Second},
 	}
 	if !reflect.DeepEqual(ch.OnRotate, wantHooks) {
 		t.Errorf("hooks %+v", ch.OnRotate)

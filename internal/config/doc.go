@@ -45,8 +45,9 @@
 //
 // # Files
 //
-// Relative private_key_file, outputs[].path, on_rotate[].pid_file and
-// socket.path are resolved against the config file's directory.
+// Relative private_key_file, outputs[].path, on_rotate[].pid_file,
+// on_rotate[].exec[0] (when it holds a slash; a bare name is looked up in
+// PATH) and socket.path are resolved against the config file's directory.
 // channel_secret_file is read at load time (trailing CR and LF removed);
 // a relative one is resolved against $CREDENTIALS_DIRECTORY (systemd
 // LoadCredential=) when that is set, else the config file's directory.

@@ -853,6 +853,13 @@ func (v *validator) hook(p string, rh *rawHook) Hook {
 			}
 		}
 		h.Exec = rh.Exec
+		if len(h.Exec) > 0 && strings.ContainsRune(h.Exec[0], '/') && !filepath.IsAbs(h.Exec[0]) {
+			// A relative path to a program (hooks/reload.sh), like every
+			// other relative path here, is the config directory's: tokend's
+			// own working directory is / under systemd. A bare name is
+			// looked up in PATH.
+			h.Exec = append([]string{resolve(v.opts.Dir, h.Exec[0])}, h.Exec[1:]...)
+		}
 		if rh.PIDFile != "" {
 			v.add(p+".pid_file", rh.PIDFile, "only used with signal; leave it out")
 		}

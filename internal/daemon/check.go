@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"time"
 
@@ -39,6 +40,16 @@ func Check(ctx context.Context, cfg *config.Config, online bool, version string)
 		}
 	}
 	for i, ch := range cfg.Channels {
+		for k, h := range ch.OnRotate {
+			if len(h.Exec) == 0 {
+				continue
+			}
+			// What the hook's exec will find: a path, or a name in PATH
+			// (the hook's PATH is tokend's).
+			if _, err := exec.LookPath(h.Exec[0]); err != nil {
+				errs = append(errs, fmt.Errorf("channels[%d].on_rotate[%d].exec[0]: %w", i, k, err))
+			}
+		}
 		for j, o := range ch.Outputs {
 			key := fmt.Sprintf("channels[%d].outputs[%d].path", i, j)
 			if err := checkDir(key, filepath.Dir(o.Path), false); err != nil {

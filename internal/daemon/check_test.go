@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/tokend/tokend/internal/config"
@@ -101,5 +102,41 @@ func TestCheckStore(t *testing.T) {
 	errs := check()
 	if runErr == nil || len(errs) != 1 || errs[0].Error() != "state_dir: "+runErr.Error() {
 		t.Errorf("a damaged store: check gave %v; want [state_dir: %v], what run says", errs, runErr)
+	}
+}
+
+// TestCheckHookPrograms: check reports an exec hook whose program run
+// would not find (a missing file, one not executable, a name not in PATH);
+// a program that is there passes.
+func TestCheckHookPrograms(t *testing.T) {
+	dir := t.TempDir()
+	notExec := filepath.Join(dir, "reload.sh")
+	if err := os.WriteFile(notExec, []byte("#!/bin/sh\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := &config.Config{StateDir: filepath.Join(dir, "state"), Channels: []config.Channel{{
+		ID: "1", Name: "bot", OnRotate: []config.Hook{
+			{Exec: []string{"/bin/sh", "-c", "true"}},
+			{Exec: []string{"sh"}},
+			{Exec: []string{filepath.Join(dir, "missing.sh")}},
+			{Exec: []string{notExec}},
+			{Exec: []string{"no-such-program-tokend-test"}},
+			{Signal: "HUP", PIDFile: filepath.Join(dir, "bot.pid")},
+		},
+	}}}
+	var hookErrs []string
+	for _, err := range Check(context.Background(), cfg, false, "test") {
+		if strings.Contains(err.Error(), "on_rotate") {
+			hookErrs = append(hookErrs, err.Error())
+		}
+	}
+	want := []string{"on_rotate[2].exec[0]", "on_rotate[3].exec[0]", "on_rotate[4].exec[0]"}
+	if len(hookErrs) != len(want) {
+		t.Fatalf("hook errors %q; want one each for %q", hookErrs, want)
+	}
+	for i, w := range want {
+		if !strings.HasPrefix(hookErrs[i], "channels[0]."+w+": ") {
+			t.Errorf("error %d: %q, want it about %s", i, hookErrs[i], w)
+		}
 	}
 }
