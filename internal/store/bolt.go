@@ -239,8 +239,8 @@ func (e truncatedError) Error() string {
 // read here is bbolt's on-disk format (version 2): two meta pages, each a
 // 16-byte page header and then magic, version, page size, flags, root
 // bucket (16 bytes), freelist page, high-water page ID, transaction ID and
-// an FNV-64a checksum of the fields before it. A file whose first meta
-// page is not valid is left to bbolt, which reports it.
+// an FNV-64a checksum of the fields before it. A file without a valid meta
+// page is left to bbolt, which refuses it.
 func checkSize(f *os.File, size int64) error {
 	const magic, hdr, metaLen = 0xED0CDAED, 16, 64
 	// meta reads the meta page at off: its page size, and how long the
@@ -258,11 +258,23 @@ func checkSize(f *os.File, size int64) error {
 		return pageSize, le.Uint64(m[48:]), le.Uint64(m[40:]) * uint64(pageSize), ok
 	}
 	pageSize, tx0, want, ok := meta(0)
-	if !ok {
-		return nil // bbolt refuses a damaged first meta page itself
-	}
-	if _, tx1, want1, ok1 := meta(int64(pageSize)); ok1 && tx1 > tx0 {
-		want = want1 // bbolt uses the newer of the two
+	switch {
+	case ok:
+		if _, tx1, want1, ok1 := meta(int64(pageSize)); ok1 && tx1 > tx0 {
+			want = want1 // bbolt uses the newer of the two
+		}
+	default:
+		// The first meta page is damaged: bbolt looks for the second at
+		// every page size from 1 KiB to 16 MiB, and uses it.
+		for off := int64(1024); off <= 16<<20 && off < size-1024; off <<= 1 {
+			if _, _, want1, ok1 := meta(off); ok1 {
+				want, ok = want1, true
+				break
+			}
+		}
+		if !ok {
+			return nil // no valid meta page: bbolt refuses the file itself
+		}
 	}
 	if want > uint64(size) {
 		return truncatedError{size: size, want: int64(want)}
