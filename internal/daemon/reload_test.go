@@ -22,6 +22,38 @@ import (
 	"github.com/tokend/tokend/internal/oauth"
 )
 
+// reloadSim writes one key file to dir and starts a simulator that knows
+// channel 1657000001 (secret s1) with that key as kid-1, closed at the
+// test's end.
+func reloadSim(t *testing.T, dir string) (keyPath string, srv *httptest.Server) {
+	t.Helper()
+	keyPath = writeKeys(t, dir, 1)[0]
+	key, err := oauth.LoadPrivateKey(keyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sim := linefake.New(linefake.Options{})
+	srv = httptest.NewServer(sim)
+	t.Cleanup(srv.Close)
+	sim.AddChannel("1657000001", "s1")
+	sim.RegisterKey("1657000001", "kid-1", &key.PublicKey)
+	return keyPath, srv
+}
+
+// runDaemon runs d until the returned stop is called, which then checks
+// that Run ended without error.
+func runDaemon(t *testing.T, d *Daemon) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	return func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}
+}
+
 // TestReloadSettings: a reload applies log.level, socket.allowed_uids and
 // socket.mode at once, and for the settings that change only on restart
 // (README, Reload) it says so, one warning each, and keeps the running
@@ -30,16 +62,7 @@ import (
 // RELOADING=1 with MONOTONIC_USEC, then READY=1.
 func TestReloadSettings(t *testing.T) {
 	dir := t.TempDir()
-	keyPath := writeKeys(t, dir, 1)[0]
-	key, err := oauth.LoadPrivateKey(keyPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sim := linefake.New(linefake.Options{})
-	srv := httptest.NewServer(sim)
-	defer srv.Close()
-	sim.AddChannel("1657000001", "s1")
-	sim.RegisterKey("1657000001", "kid-1", &key.PublicKey)
+	keyPath, srv := reloadSim(t, dir)
 
 	type settings struct {
 		level, state, sock, metrics, base, timeout, format, mode string
@@ -85,15 +108,7 @@ channels:
 		t.Fatal(err)
 	}
 	defer d.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	}()
+	defer runDaemon(t, d)()
 	next := func() string {
 		t.Helper()
 		select {
@@ -210,16 +225,7 @@ channels:
 // (every record lost) or replace the socket.
 func TestReloadOutputOnRunningFiles(t *testing.T) {
 	dir := t.TempDir()
-	keyPath := writeKeys(t, dir, 1)[0]
-	key, err := oauth.LoadPrivateKey(keyPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sim := linefake.New(linefake.Options{})
-	srv := httptest.NewServer(sim)
-	defer srv.Close()
-	sim.AddChannel("1657000001", "s1")
-	sim.RegisterKey("1657000001", "kid-1", &key.PublicKey)
+	keyPath, srv := reloadSim(t, dir)
 
 	cfgPath := filepath.Join(dir, "config.yaml")
 	write := func(state, sock string, outputs ...string) {
@@ -252,15 +258,7 @@ channels:
 		t.Fatal(err)
 	}
 	defer d.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	}()
+	defer runDaemon(t, d)()
 	waitFor := func(want string) {
 		t.Helper()
 		for {

@@ -137,10 +137,10 @@ func TestWriteFileReappliesMode(t *testing.T) {
 	checkFile(t, path, "tok", 0o600)
 }
 
-func TestWriteFileReappliesOwner(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("only root can give a file to another owner")
-	}
+// rewriteOwned writes a file, gives it to 1234:5678 (so the caller must be
+// root), writes it again and returns its path and owner after that.
+func rewriteOwned(t *testing.T) (string, *syscall.Stat_t) {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "tok")
 	write(t, path, "one", 0o640)
 	if err := os.Chown(path, 1234, 5678); err != nil {
@@ -151,7 +151,14 @@ func TestWriteFileReappliesOwner(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st := fi.Sys().(*syscall.Stat_t)
+	return path, fi.Sys().(*syscall.Stat_t)
+}
+
+func TestWriteFileReappliesOwner(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("only root can give a file to another owner")
+	}
+	path, st := rewriteOwned(t)
 	if st.Uid != 1234 || st.Gid != 5678 {
 		t.Fatalf("owner %d:%d; want 1234:5678", st.Uid, st.Gid)
 	}
@@ -169,17 +176,7 @@ func TestWriteFileKeepsGroupAsNonRoot(t *testing.T) {
 	realEuid := geteuid
 	t.Cleanup(func() { geteuid = realEuid })
 	geteuid = func() int { return 1000 } // write as if not root
-	path := filepath.Join(t.TempDir(), "tok")
-	write(t, path, "one", 0o640)
-	if err := os.Chown(path, 1234, 5678); err != nil {
-		t.Fatal(err)
-	}
-	write(t, path, "two", 0o640)
-	fi, err := os.Stat(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := fi.Sys().(*syscall.Stat_t)
+	path, st := rewriteOwned(t)
 	if st.Uid != uint32(os.Getuid()) || st.Gid != 5678 {
 		t.Fatalf("owner %d:%d; want %d:5678 (the writer's user, the file's group)", st.Uid, st.Gid, os.Getuid())
 	}
