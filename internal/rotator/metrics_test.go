@@ -31,3 +31,26 @@ func TestMetricsForChannelWithoutToken(t *testing.T) {
 		t.Errorf("next rotation of the channel without a token = %v (series %v), want its next issue attempt, within the hour", v, next)
 	}
 }
+
+// TestRenameKeepsOrphanSeries: a reload that renames a channel moves its
+// series to the new name at once, the orphan count too (known since the
+// last reconcile), not an hour later at the next one.
+func TestRenameKeepsOrphanSeries(t *testing.T) {
+	e := newFaultEnv(t, 1, 2*time.Second, 1, nil)
+	e.start()
+	defer e.shutdown()
+	old := e.chans[0].Name
+	if got := series(t, e.m.Registry(), "tokend_orphan_key_ids", nil); len(got) != 1 || got["channel="+old] != 0 {
+		t.Fatalf("orphan series after the start: %v, want one at 0 for %s", got, old)
+	}
+	renamed := e.chans[0]
+	renamed.Name = "renamed-bot"
+	if err := e.rot.Reload([]Channel{renamed}); err != nil {
+		t.Fatal(err)
+	}
+	e.settle()
+	got := series(t, e.m.Registry(), "tokend_orphan_key_ids", nil)
+	if _, has := got["channel=renamed-bot"]; !has || len(got) != 1 {
+		t.Errorf("orphan series after the rename: %v, want one for renamed-bot only", got)
+	}
+}

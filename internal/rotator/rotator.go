@@ -620,6 +620,11 @@ func (r *Rotator) Reload(channels []Channel) error {
 			c.mu.Lock()
 			if c.cfg.Label() != ch.Label() {
 				r.o.Metrics.ForgetChannel(c.cfg.Label())
+				if !c.nextRecon.IsZero() {
+					// The orphan count is known: keep it under the new
+					// name instead of losing it until the next reconcile.
+					r.o.Metrics.SetOrphans(ch.Label(), c.orphans)
+				}
 			}
 			c.cfg, c.signer = ch, fresh.signer
 			c.dropAssertion()   // the key may have changed
