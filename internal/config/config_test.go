@@ -356,6 +356,8 @@ func TestValidationErrors(t *testing.T) {
 			`socket.path: "/run/": must name a file, not a directory`},
 		{"metrics_listen no port", "metrics_listen: '9090'\n" + channel0,
 			`metrics_listen: "9090": must be host:port with a numeric port, e.g. "127.0.0.1:9090" or ":9090"; leave it out to serve no metrics over TCP`},
+		{"metrics_listen not an IP", "metrics_listen: '256.1.1.1:80'\n" + channel0,
+			`metrics_listen: "256.1.1.1:80": host "256.1.1.1" is not an IP address`},
 		{"metrics_listen named port", "metrics_listen: 'localhost:http'\n" + channel0,
 			`metrics_listen: "localhost:http": must be host:port with a numeric port, e.g. "127.0.0.1:9090" or ":9090"; leave it out to serve no metrics over TCP`},
 

@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -331,9 +332,17 @@ func (v *validator) metrics(cfg *Config, raw *rawConfig) {
 	if cfg.MetricsListen == "" {
 		return
 	}
-	_, port, err := net.SplitHostPort(cfg.MetricsListen)
+	host, port, err := net.SplitHostPort(cfg.MetricsListen)
 	if p, perr := strconv.Atoi(port); err != nil || perr != nil || p < 0 || p > 65535 {
 		v.add("metrics_listen", cfg.MetricsListen, `must be host:port with a numeric port, e.g. "127.0.0.1:9090" or ":9090"; leave it out to serve no metrics over TCP`)
+		return
+	}
+	// A host of digits and dots is meant as an IPv4 address: one that is
+	// not (256.1.1.1) would otherwise go to DNS and fail only at start.
+	if host != "" && strings.Trim(host, "0123456789.") == "" {
+		if _, err := netip.ParseAddr(host); err != nil {
+			v.add("metrics_listen", cfg.MetricsListen, "host "+strconv.Quote(host)+" is not an IP address")
+		}
 	}
 }
 
