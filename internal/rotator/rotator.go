@@ -128,7 +128,7 @@ type Rotator struct {
 	hooksWG sync.WaitGroup
 
 	// hookCtx is every hook's context; killHooks ends it StopTimeout after
-	// a stop (waitHooks), so a stop waits for a hook no longer than for a
+	// a stop (killHooksAfterStop), so a stop waits for a hook no longer than for a
 	// LINE call instead of up to the hook's own timeout.
 	hookCtx   context.Context
 	killHooks context.CancelFunc
@@ -281,10 +281,7 @@ func (r *Rotator) Run(ctx context.Context) error {
 	}()
 
 	<-ctx.Done()
-	// Hooks still running get as long as the steps in flight, then are
-	// killed: a stop is bounded by StopTimeout, not by a hook's timeout.
-	kill := time.AfterFunc(r.o.StopTimeout, r.killHooks) // real time, as a LINE call's bound
-	defer kill.Stop()
+	defer r.killHooksAfterStop(ctx)()
 	<-started
 	<-swept
 	r.mu.Lock()
@@ -298,10 +295,12 @@ func (r *Rotator) Run(ctx context.Context) error {
 	return nil
 }
 
-// waitHooks is RunOnce's wait for the hooks still running: once ctx is
-// done (a stop), for StopTimeout at most, after which their contexts end
-// and exec hooks' process groups are killed.
-func (r *Rotator) waitHooks(ctx context.Context) {
+// killHooksAfterStop ends the hooks' context StopTimeout after ctx is
+// done (at once counting from now if it already is): hooks still running
+// at a stop get as long as the steps in flight, then their exec hooks'
+// process groups are killed, so a stop is bounded by StopTimeout, not by a
+// hook's own timeout. release disarms it.
+func (r *Rotator) killHooksAfterStop(ctx context.Context) (release func()) {
 	var mu sync.Mutex
 	var kill *time.Timer
 	stop := context.AfterFunc(ctx, func() {
@@ -309,13 +308,14 @@ func (r *Rotator) waitHooks(ctx context.Context) {
 		kill = time.AfterFunc(r.o.StopTimeout, r.killHooks) // real time, as a LINE call's bound
 		mu.Unlock()
 	})
-	r.hooksWG.Wait()
-	stop()
-	mu.Lock()
-	if kill != nil {
-		kill.Stop()
+	return func() {
+		stop()
+		mu.Lock()
+		if kill != nil {
+			kill.Stop()
+		}
+		mu.Unlock()
 	}
-	mu.Unlock()
 }
 
 // RunOnce makes one pass over every channel (load, reconcile, issue or
@@ -331,7 +331,9 @@ func (r *Rotator) RunOnce(ctx context.Context) error {
 		return err
 	}
 	r.startPass(ctx, chans, false)
-	r.waitHooks(ctx)
+	release := r.killHooksAfterStop(ctx)
+	r.hooksWG.Wait()
+	release()
 	now := r.clock.Now()
 	var noToken, unwritten []string
 	for _, c := range chans {

@@ -732,13 +732,8 @@ func (r *Rotator) doRevoke(ctx context.Context, c *channel, now time.Time) {
 		if !canRevoke(c, *rec) {
 			continue // nothing to revoke with; it expires by itself
 		}
-		tok, kind := rec.AccessToken, rec.Kind
-		err := r.call(ctx, map[string]string{KindV21: "revoke_v2.1", KindShortLived: "revoke_short"}[kind], false, func(ctx context.Context) error {
-			if kind == KindV21 {
-				return r.o.LINE.RevokeChannelAccessTokenV2_1(ctx, c.cfg.ID, c.cfg.Secret, tok)
-			}
-			return r.o.LINE.RevokeAccessToken(ctx, tok)
-		})
+		kind := rec.Kind
+		err := r.revokeToken(ctx, c, kind, rec.AccessToken)
 		if err != nil {
 			if ctx.Err() != nil && errors.Is(err, context.Canceled) {
 				return
@@ -755,6 +750,17 @@ func (r *Rotator) doRevoke(ctx context.Context, c *channel, now time.Time) {
 		c.revoke = attempt{}
 		r.logFor(c).Info("superseded token revoked", zap.String("key_id", rec.KeyID))
 	}
+}
+
+// revokeToken revokes one of c's tokens of the given kind (v2.1 or
+// short-lived) at LINE, within the in-flight bound, not urgent.
+func (r *Rotator) revokeToken(ctx context.Context, c *channel, kind, token string) error {
+	return r.call(ctx, map[string]string{KindV21: "revoke_v2.1", KindShortLived: "revoke_short"}[kind], false, func(ctx context.Context) error {
+		if kind == KindV21 {
+			return r.o.LINE.RevokeChannelAccessTokenV2_1(ctx, c.cfg.ID, c.cfg.Secret, token)
+		}
+		return r.o.LINE.RevokeAccessToken(ctx, token)
+	})
 }
 
 // revokeUnusable revokes a token LINE issued in an answer tokend could not
@@ -774,12 +780,7 @@ func (r *Rotator) revokeUnusable(ctx context.Context, c *channel, token string) 
 			zap.String("fix", lost+"; set channel_secret or channel_secret_file so that tokend can revoke such tokens"))
 		return
 	}
-	err := r.call(ctx, map[string]string{KindV21: "revoke_v2.1", KindShortLived: "revoke_short"}[kind], false, func(ctx context.Context) error {
-		if kind == KindV21 {
-			return r.o.LINE.RevokeChannelAccessTokenV2_1(ctx, c.cfg.ID, c.cfg.Secret, token)
-		}
-		return r.o.LINE.RevokeAccessToken(ctx, token)
-	})
+	err := r.revokeToken(ctx, c, kind, token)
 	r.o.Metrics.Revocation(c.cfg.Label(), oauth.Cause(err))
 	if err != nil {
 		r.logFor(c).Warn("cannot revoke the token of an issue answer tokend could not use",
