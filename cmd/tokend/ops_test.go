@@ -19,6 +19,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+
+	"github.com/tokend/tokend/internal/linefake"
 )
 
 // shortTTL rotates every channel about 5 s after it is issued.
@@ -224,5 +226,65 @@ func TestSocketServedByAnotherTokendIsRefused(t *testing.T) {
 	p.cmd.Process.Signal(syscall.SIGTERM)
 	if code := p.exitCode(t, 10*time.Second); code != 0 {
 		t.Fatalf("exit %d", code)
+	}
+}
+
+// TestHooksRunAgainAfterKill: tokend killed (SIGKILL) while a token's hook
+// runs, after every output had the token, runs the hook again at its next
+// start, with the same token; a start after hooks that ran to the end runs
+// none.
+func TestHooksRunAgainAfterKill(t *testing.T) {
+	e := newEnv(t, 0, "")
+	k, _ := key(t)
+	runs, block, hookPID := filepath.Join(e.dir, "hook-runs"), filepath.Join(e.dir, "block"), filepath.Join(e.dir, "hook.pid")
+	script := filepath.Join(e.dir, "hook.sh")
+	os.WriteFile(script, []byte("#!/bin/sh\necho run >> "+runs+"\nif [ -e "+block+" ]; then echo $$ > "+hookPID+"; exec sleep 60; fi\n"), 0o755)
+	os.WriteFile(block, nil, 0o600)
+	os.WriteFile(filepath.Join(e.dir, "secret-hooked"), []byte("hook-secret"), 0o600)
+	e.sim.AddChannel("1711111111", "hook-secret")
+	e.sim.RegisterKey("1711111111", kid, &k.PublicKey)
+	e.writeConfig(channelYAML("1711111111", "hooked", filepath.Join(e.dir, "out"))+fmt.Sprintf(`    on_rotate:
+      - exec: [%q]
+`, script), "")
+	count := func() int {
+		b, _ := os.ReadFile(runs)
+		return strings.Count(string(b), "run\n")
+	}
+
+	p := e.start(nil, "run")
+	waitFor(t, "the hook running", 10*time.Second, func() bool { return fileExists(hookPID) })
+	if b, err := os.ReadFile(hookPID); err == nil { // the orphaned sleep's process group
+		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+			t.Cleanup(func() { syscall.Kill(-pid, syscall.SIGKILL) })
+		}
+	}
+	tok, err := os.ReadFile(e.out("hooked.token"))
+	if err != nil || len(tok) == 0 {
+		t.Fatalf("the hook runs before the output holds the token: %v", err)
+	}
+	p.cmd.Process.Kill()
+	p.exitCode(t, 5*time.Second)
+
+	os.Remove(block)
+	for i, want := range []int{2, 2} { // the killed run's again, then none
+		p = e.start(nil, "run")
+		c := relClient(e.sock, 2*time.Second)
+		waitFor(t, "ready", 10*time.Second, func() bool {
+			code, _, err := relGet(c, "/readyz")
+			return err == nil && code == 200
+		})
+		p.cmd.Process.Signal(syscall.SIGTERM) // after hooks started at the publish, which came before ready
+		if code := p.exitCode(t, 10*time.Second); code != 0 {
+			t.Fatalf("start %d: exit %d\n%s", i+2, code, relTail(p.stderr.String(), 3000))
+		}
+		if n := count(); n != want {
+			t.Fatalf("start %d: %d hook runs in all; want %d\n%s", i+2, n, want, relTail(p.stderr.String(), 3000))
+		}
+	}
+	if now, _ := os.ReadFile(e.out("hooked.token")); string(now) != string(tok) {
+		t.Error("the token changed across the restarts")
+	}
+	if n := e.sim.Count(linefake.EndpointIssueV21); n != 1 {
+		t.Errorf("%d issue calls; want the recorded token reused", n)
 	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/tokend/tokend/internal/hooks"
 	"github.com/tokend/tokend/internal/linefake"
+	"github.com/tokend/tokend/internal/store"
 )
 
 // TestHookOutputRedacted: a hook that prints the channel's tokens (here a
@@ -158,4 +159,191 @@ func TestHooksRunAfterRestartCompletesOutputs(t *testing.T) {
 		t.Errorf("%d hook runs after a restart that wrote nothing; want still 1", n)
 	}
 	h.stop()
+}
+
+// hooksDue reads whether the store's current record for channel 0 has its
+// hooks due.
+func (h *harness) hooksDue() bool {
+	h.t.Helper()
+	recs, err := h.store.Channel(h.chans[0].ID)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	for _, r := range recs {
+		if r.State == store.StateCurrent {
+			return r.HooksDue
+		}
+	}
+	h.t.Fatal("no current record")
+	return false
+}
+
+// TestHooksDueSurviveStop: hooks a stop cut short (here killed after
+// StopTimeout; a process killed outright leaves the same record) run at
+// the next start, although every output already holds the token; hooks
+// that ran are recorded as such, and run no more.
+func TestHooksDueSurviveStop(t *testing.T) {
+	h := newHarness(t, 1, nil)
+	h.chans[0].Hooks = []hooks.Spec{{Exec: []string{"/bin/true"}}}
+	h.opts.StopTimeout = 50 * time.Millisecond
+	var mu sync.Mutex
+	runs, block := 0, true
+	h.opts.Hooks = func(ctx context.Context, _ []hooks.Spec, _ hooks.Event, _ *zap.Logger) error {
+		mu.Lock()
+		runs++
+		b := block
+		mu.Unlock()
+		if b {
+			<-ctx.Done()
+			return ctx.Err()
+		}
+		return nil
+	}
+	count := func() int {
+		h.rot.hooksWG.Wait()
+		mu.Lock()
+		defer mu.Unlock()
+		return runs
+	}
+
+	h.start()
+	if !h.hooksDue() {
+		t.Fatal("the token was recorded without its hooks due")
+	}
+	h.stop() // kills the hook
+	if !h.hooksDue() {
+		t.Fatal("hooks killed at a stop were recorded as run")
+	}
+	mu.Lock()
+	block = false
+	mu.Unlock()
+	h.start() // every output holds the token: only the record says hooks are due
+	if n := count(); n != 2 {
+		t.Fatalf("%d hook runs after a restart with hooks due; want 2", n)
+	}
+	if h.hooksDue() {
+		t.Error("hooks that ran are still recorded as due")
+	}
+	if n := h.sim.Count(linefake.EndpointIssueV21); n != 1 {
+		t.Errorf("%d issue calls; want the recorded token reused", n)
+	}
+	h.stop()
+	h.start()
+	if n := count(); n != 2 {
+		t.Errorf("%d hook runs after a restart with none due; want still 2", n)
+	}
+	h.stop()
+}
+
+// TestHooksDueClearedWithoutHooks: a token recorded with hooks due whose
+// channel has none at the next start (a config change) is recorded as
+// having none due, and a channel without hooks records none.
+func TestHooksDueClearedWithoutHooks(t *testing.T) {
+	h := newHarness(t, 1, nil)
+	h.chans[0].Hooks = []hooks.Spec{{Exec: []string{"/bin/true"}}}
+	h.opts.StopTimeout = 50 * time.Millisecond
+	h.opts.Hooks = func(ctx context.Context, _ []hooks.Spec, _ hooks.Event, _ *zap.Logger) error {
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	h.start()
+	h.stop()
+	if !h.hooksDue() {
+		t.Fatal("hooks killed at a stop were recorded as run")
+	}
+	h.chans[0].Hooks = nil
+	h.start()
+	if h.hooksDue() {
+		t.Error("hooks still due for a channel that has none")
+	}
+	h.stop()
+
+	h = newHarness(t, 1, nil)
+	h.start()
+	if h.hooksDue() {
+		t.Error("a channel without hooks recorded its token with hooks due")
+	}
+	h.stop()
+}
+
+// TestHooksDueOnRotation: a rotation records the new token with its hooks
+// due and the superseded one without, even while the superseded token's
+// hooks still run; the end of those does not clear the new token's record,
+// the end of its own does.
+func TestHooksDueOnRotation(t *testing.T) {
+	h := newHarness(t, 1, nil)
+	ch := &h.chans[0]
+	ch.Hooks = []hooks.Spec{{Exec: []string{"/bin/true"}}}
+	release := make(chan struct{})
+	h.opts.Hooks = func(ctx context.Context, _ []hooks.Spec, _ hooks.Event, _ *zap.Logger) error {
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return nil
+	}
+	h.start()
+	defer h.stop()
+	h.advance(ch.TokenTTL-ch.RotateBefore+time.Hour, nil) // the first token's hooks still running
+	recs, err := h.store.Channel(ch.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != 2 {
+		t.Fatalf("%d records; want the superseded token and its successor", len(recs))
+	}
+	var old string
+	for _, r := range recs {
+		if want := r.State == store.StateCurrent; r.HooksDue != want {
+			t.Errorf("%s record: HooksDue %t; want %t", r.State, r.HooksDue, want)
+		}
+		if r.State != store.StateCurrent {
+			old = r.ID
+		}
+	}
+	h.rot.hooksRan(h.rot.chans[ch.ID], old) // the superseded token's hooks end first
+	if !h.hooksDue() {
+		t.Error("the superseded token's hooks ending cleared its successor's")
+	}
+	close(release)
+	h.rot.hooksWG.Wait()
+	if h.hooksDue() {
+		t.Error("the rotation's hooks ran and are still recorded as due")
+	}
+}
+
+// TestHooksRanUnrecorded: when the store cannot record that the hooks ran,
+// that is logged (without the token) and they stay due, for the next start.
+func TestHooksRanUnrecorded(t *testing.T) {
+	h := newHarness(t, 1, nil)
+	h.chans[0].Hooks = []hooks.Spec{{Exec: []string{"/bin/true"}}}
+	release := make(chan struct{})
+	h.opts.Hooks = func(ctx context.Context, _ []hooks.Spec, _ hooks.Event, _ *zap.Logger) error {
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return nil
+	}
+	st := &commitFailStore{Store: h.store, id: h.chans[0].ID}
+	h.opts.Store = st
+	h.start()
+	defer h.stop()
+	st.failing.Store(true)
+	close(release)
+	h.rot.hooksWG.Wait()
+	const msg = "cannot record that the hooks ran; the next start runs them again"
+	logs := h.logs.FilterMessage(msg).All()
+	if len(logs) != 1 || st.fails.Load() != 1 {
+		t.Fatalf("%d log lines %q for %d failed commits; want 1 and 1", len(logs), msg, st.fails.Load())
+	}
+	if !h.hooksDue() {
+		t.Error("hooks recorded as run although the commit failed")
+	}
+	tok := h.current(0)
+	for _, e := range h.logs.All() {
+		if strings.Contains(e.Message+" "+fmt.Sprint(e.ContextMap()), tok) {
+			t.Fatalf("a log line holds the token: %s", e.Message)
+		}
+	}
 }

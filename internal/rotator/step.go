@@ -592,10 +592,14 @@ func (r *Rotator) doIssue(ctx context.Context, c *channel, now time.Time) {
 // (superseding the old one), then publishes it and runs the hooks. If the
 // commit fails, rec is kept as c.unrecorded for the next try.
 func (r *Rotator) record(c *channel, now time.Time, rec store.Record) {
+	// Recorded with the token, cleared once its hooks have run (hooksRan):
+	// a process stopped in between leaves them to the next.
+	rec.HooksDue = len(c.cfg.Hooks) > 0
 	recs := []store.Record{rec}
 	var prev *store.Record
 	if c.current != nil {
 		p := *c.current
+		p.HooksDue = false // its successor's hooks tell the same readers
 		if c.gone {
 			p.State, p.RevokedAt = store.StateRevoked, now
 		} else {
@@ -656,11 +660,12 @@ func (r *Rotator) publish(c *channel, now time.Time) {
 	}
 	c.publishTry = attempt{}
 	c.published = true
-	if c.adopted && wrote {
-		// A token from the store that an output did not hold yet: the
-		// last process recorded it but stopped before every output had
-		// it (outputs failing, or killed), and so before its hooks. They
-		// are due now that every output has it.
+	if c.adopted && (wrote || cur.HooksDue) {
+		// A token from the store whose hooks the last process did not
+		// finish: it stopped before they had run (the record says so),
+		// or before every output had the token (an output did not hold
+		// it yet; records made before HooksDue existed). They are due
+		// now that every output has it.
 		c.hooksDue = true
 	}
 	c.adopted = false
@@ -678,14 +683,42 @@ func (r *Rotator) publish(c *channel, now time.Time) {
 		for _, rec := range c.old {
 			ev.Redact = append(ev.Redact, rec.AccessToken)
 		}
-		specs, log := c.cfg.Hooks, r.log.Named("hooks")
+		specs, log, id := c.cfg.Hooks, r.log.Named("hooks"), cur.ID
 		r.hooksWG.Add(1)
 		go func() {
 			defer r.hooksWG.Done()
 			_ = r.o.Hooks(r.hookCtx, specs, ev, log)
+			if r.hookCtx.Err() == nil { // not killed at a stop: they ran
+				r.hooksRan(c, id)
+			}
 		}()
+	} else if cur.HooksDue && len(c.cfg.Hooks) == 0 {
+		r.clearHooksDue(c) // a reload removed them: none to run
 	}
 	c.hooksDue = false
+}
+
+// hooksRan records that c's hooks have run for its token id, unless a
+// newer token has replaced it meanwhile.
+func (r *Rotator) hooksRan(c *channel, id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.removed && c.current != nil && c.current.ID == id && c.current.HooksDue {
+		r.clearHooksDue(c)
+	}
+}
+
+// clearHooksDue commits c's current record without HooksDue. On failure
+// the hooks run again at the next start, which is logged.
+func (r *Rotator) clearHooksDue(c *channel) {
+	rec := *c.current
+	rec.HooksDue = false
+	if err := r.o.Store.Put(rec); err != nil {
+		r.logFor(c).Warn("cannot record that the hooks ran; the next start runs them again",
+			zap.Error(fmt.Errorf("%w: commit token record: %w", errLocal, err)))
+		return
+	}
+	c.current = &rec
 }
 
 // restartGrace gives bots the whole revoke_after with the new token when

@@ -59,6 +59,7 @@ func fullRecord() Record {
 		SupersededAt: base.Add(20 * 24 * time.Hour),
 		RevokedAt:    time.Now().In(tz), // has a monotonic reading
 		State:        StateRevoked,
+		HooksDue:     true,
 	}
 }
 
@@ -120,6 +121,7 @@ func testStoreContract(t *testing.T, open func(t *testing.T) storeAPI) {
 			SupersededAt: time.Date(2025, 3, 24, 5, 5, 6, 123456789, time.UTC),
 			RevokedAt:    time.Unix(0, r.RevokedAt.UnixNano()).UTC(),
 			State:        StateRevoked,
+			HooksDue:     true,
 		}
 		got, err := s.Get(in.ChannelID, in.ID)
 		if err != nil {

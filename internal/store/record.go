@@ -50,6 +50,12 @@ type Record struct {
 	RevokedAt    time.Time // zero unless revoked
 
 	State State
+
+	// HooksDue: the channel's on_rotate hooks have not yet finished for
+	// this token. Set when it is recorded (if the channel has hooks),
+	// cleared once they have run, so a process stopped in between leaves
+	// them to the next.
+	HooksDue bool
 }
 
 // RecordID is the ID of a record for a token: its LINE key ID if it has one,
@@ -167,6 +173,7 @@ type diskRecord struct {
 	SupersededAt time.Time `json:"superseded_at,omitzero"`
 	RevokedAt    time.Time `json:"revoked_at,omitzero"`
 	State        State     `json:"state,omitempty"`
+	HooksDue     bool      `json:"hooks_due,omitempty"`
 }
 
 func encodeRecord(r Record) ([]byte, error) {

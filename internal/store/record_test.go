@@ -50,3 +50,28 @@ func TestRecordRedacted(t *testing.T) {
 		t.Errorf("empty token printed as %q", got)
 	}
 }
+
+// TestDiskRecordHooksDue: hooks_due is on disk only while set, so a record
+// without it (every record before it existed) reads as nothing due.
+func TestDiskRecordHooksDue(t *testing.T) {
+	for _, due := range []bool{false, true} {
+		data, err := encodeRecord(Record{ChannelID: "1", ID: "a", State: StateCurrent, HooksDue: due})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Contains(string(data), `"hooks_due":true`); got != due {
+			t.Errorf("HooksDue %t encoded as %s", due, data)
+		}
+		if !due && strings.Contains(string(data), "hooks_due") {
+			t.Errorf("HooksDue false encoded as %s", data)
+		}
+		r, err := decodeRecord(data)
+		if err != nil || r.HooksDue != due {
+			t.Errorf("decode(%s) = %v, %v", data, r.HooksDue, err)
+		}
+	}
+	r, err := decodeRecord([]byte(`{"channel_id":"1","id":"a","access_token":"t","state":"current"}`))
+	if err != nil || r.HooksDue {
+		t.Errorf("a record without hooks_due: HooksDue %t, %v", r.HooksDue, err)
+	}
+}
