@@ -158,6 +158,10 @@ func New(cfg *config.Config, o Options) (*Daemon, error) {
 	if err != nil {
 		return nil, setupErr(fmt.Errorf("state_dir: %w", err))
 	}
+	if st.FoundEmpty() {
+		d.log.Warn("the store file was empty (0 bytes) and is now a new store: every channel gets a new token, and tokens issued before are not tracked (the first reconcile reports them as orphans); if an earlier tokend stopped during its first start, nothing was lost",
+			zap.String("path", filepath.Join(cfg.StateDir, store.FileName)))
+	}
 	d.store = st
 	d.removeStale()
 	d.rot, err = rotator.New(channels, rotator.Options{

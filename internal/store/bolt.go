@@ -62,9 +62,10 @@ func (e *LockedError) Error() string {
 // Store is the embedded bbolt store. Its methods are safe for concurrent
 // use; see the package documentation for their semantics.
 type Store struct {
-	db      *bolt.DB
-	path    string
-	writers atomic.Int32 // writes under way
+	db         *bolt.DB
+	path       string
+	writers    atomic.Int32 // writes under way
+	foundEmpty bool
 }
 
 // Open opens (creating if needed) the store in dir: the directory is
@@ -80,12 +81,13 @@ func Open(dir string) (*Store, error) {
 		return nil, err
 	}
 	path := filepath.Join(dir, FileName)
+	fi, statErr := os.Stat(path)
 	db, err := openBolt(path, false)
 	if err != nil {
 		return nil, openError(dir, path, err)
 	}
 	db.MaxBatchDelay = batchDelay
-	s := &Store{db: db, path: path}
+	s := &Store{db: db, path: path, foundEmpty: statErr == nil && fi.Size() == 0}
 	if err := s.check(); err != nil {
 		_ = db.Close()
 		return nil, err
@@ -96,6 +98,12 @@ func Open(dir string) (*Store, error) {
 	}
 	return s, nil
 }
+
+// FoundEmpty reports whether Open found the database file there but empty
+// (0 bytes) and made it a new store, as bbolt does: a file cut to nothing,
+// or one whose creation a crash interrupted at the very first start. Any
+// records it once held are gone.
+func (s *Store) FoundEmpty() bool { return s.foundEmpty }
 
 // openError is the error for a failed openBolt.
 func openError(dir, path string, err error) error {

@@ -603,3 +603,36 @@ func TestInspect(t *testing.T) {
 		t.Errorf("a directory as the store: %v", err)
 	}
 }
+
+// TestFoundEmpty: Open reports a database file it found there but empty
+// (made a new store, as bbolt does), and nothing else: not a file it
+// created, nor one with records, nor the file it initialised, reopened.
+func TestFoundEmpty(t *testing.T) {
+	dir := t.TempDir()
+	s := openT(t, dir)
+	if s.FoundEmpty() {
+		t.Error("a store Open created reported as found empty")
+	}
+	s.Close()
+	s = openT(t, dir)
+	if s.FoundEmpty() {
+		t.Error("a store reopened reported as found empty")
+	}
+	s.Close()
+	if err := os.Truncate(filepath.Join(dir, FileName), 0); err != nil {
+		t.Fatal(err)
+	}
+	s = openT(t, dir)
+	if !s.FoundEmpty() {
+		t.Error("a 0-byte database file not reported")
+	}
+	if err := s.Put(rec("1", "a", 1)); err != nil {
+		t.Fatalf("the new store does not work: %v", err)
+	}
+	s.Close()
+	s = openT(t, dir)
+	defer s.Close()
+	if s.FoundEmpty() {
+		t.Error("a store with a record reported as found empty")
+	}
+}

@@ -1,0 +1,68 @@
+package daemon
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/tokend/tokend/internal/config"
+	"github.com/tokend/tokend/internal/store"
+)
+
+// TestEmptyStoreFileWarned: a start that finds tokend.db empty (0 bytes)
+// says so, with the file's path, before it issues every channel a new
+// token; a start with no store file yet, or a healthy one, does not.
+func TestEmptyStoreFileWarned(t *testing.T) {
+	dir := t.TempDir()
+	keyPath, srv := reloadSim(t, dir)
+	state := filepath.Join(dir, "state")
+	cfgPath := filepath.Join(dir, "config.yaml")
+	y := fmt.Sprintf(`state_dir: %s
+line: {base_url: %q}
+socket: {path: ""}
+channels:
+  - {id: "1657000001", key_id: kid-1, private_key_file: %s, channel_secret: s1, outputs: [{path: %s}]}
+`, state, srv.URL, keyPath, filepath.Join(dir, "bot.token"))
+	if err := os.WriteFile(cfgPath, []byte(y), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const msg = "the store file was empty (0 bytes) and is now a new store: every channel gets a new token, and tokens issued before are not tracked (the first reconcile reports them as orphans); if an earlier tokend stopped during its first start, nothing was lost"
+	start := func() int {
+		t.Helper()
+		cfg, err := config.Load(cfgPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		core, logs := observer.New(zapcore.InfoLevel)
+		d, err := New(cfg, Options{Logger: zap.New(core), Notify: func(string) {}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		runDaemon(t, d)()
+		d.Close()
+		warned := logs.FilterMessage(msg).All()
+		for _, w := range warned {
+			if p := w.ContextMap()["path"]; p != filepath.Join(state, store.FileName) {
+				t.Errorf("warning names path %v", p)
+			}
+		}
+		return len(warned)
+	}
+	if n := start(); n != 0 {
+		t.Errorf("first start, no store file: %d warnings", n)
+	}
+	if err := os.Truncate(filepath.Join(state, store.FileName), 0); err != nil {
+		t.Fatal(err)
+	}
+	if n := start(); n != 1 {
+		t.Errorf("start on a 0-byte store file: %d warnings; want 1", n)
+	}
+	if n := start(); n != 0 {
+		t.Errorf("start on a healthy store: %d warnings", n)
+	}
+}
