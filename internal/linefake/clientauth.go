@@ -83,6 +83,7 @@ func (s *Server) checkSecretLocked(id, secret string) (*channel, *response) {
 // The key function's refusals, told apart after the parse.
 var (
 	errBadAlg = errors.New("alg is not RS256")
+	errBadTyp = errors.New("typ is not JWT")
 	errNoKey  = errors.New("no key for kid")
 )
 
@@ -112,6 +113,9 @@ func (s *Server) verifyAssertion(assertion string) (string, jwt.MapClaims, *resp
 		if alg, _ := t.Header["alg"].(string); alg != jwt.SigningMethodRS256.Alg() {
 			return nil, errBadAlg
 		}
+		if typ, _ := t.Header["typ"].(string); typ != "JWT" {
+			return nil, errBadTyp
+		}
 		kid, _ := t.Header["kid"].(string)
 		iss, _ = claims["iss"].(string)
 		// Find the key by kid; a kid registered only for other channels
@@ -126,7 +130,9 @@ func (s *Server) verifyAssertion(assertion string) (string, jwt.MapClaims, *resp
 			}
 		}
 		s.mu.Unlock()
-		if pub == nil {
+		if pub == nil || pub.N.BitLen() < MinKeyBits {
+			// LINE's console registers 2048-bit keys; a smaller one is
+			// one LINE would not know.
 			return nil, errNoKey
 		}
 		return pub, nil
@@ -138,6 +144,8 @@ func (s *Server) verifyAssertion(assertion string) (string, jwt.MapClaims, *resp
 	case errors.Is(err, errNoKey):
 		r := messageResponse(http.StatusNotFound, msgKeyNotFound)
 		return "", nil, &r
+	case errors.Is(err, errBadTyp): // before ErrTokenUnverifiable, which wraps every key function error
+		return fail(http.StatusBadRequest, "invalid_client", "Invalid typ")
 	case errors.Is(err, errBadAlg), errors.Is(err, jwt.ErrTokenUnverifiable): // the latter: an alg jwt does not know
 		return fail(http.StatusBadRequest, "invalid_client", "Invalid alg")
 	case errors.Is(err, jwt.ErrTokenSignatureInvalid):
@@ -167,14 +175,14 @@ func (s *Server) verifyAssertion(assertion string) (string, jwt.MapClaims, *resp
 	return iss, claims, nil
 }
 
-// tokenExp returns the assertion's token_exp in seconds: absent means
-// MaxTokenExp; otherwise a whole number 1..MaxTokenExp.
+// tokenExp returns the assertion's token_exp in seconds, which a v2.1
+// issue requires: a whole number 1..MaxTokenExp.
 func tokenExp(claims jwt.MapClaims) (int64, *response) {
+	bad := errorResponse(http.StatusBadRequest, "invalid_request", "Invalid token_exp")
 	v, ok := claims["token_exp"]
 	if !ok {
-		return MaxTokenExp, nil
+		return 0, &bad
 	}
-	bad := errorResponse(http.StatusBadRequest, "invalid_request", "Invalid token_exp")
 	n, ok := v.(json.Number)
 	if !ok || strings.ContainsAny(n.String(), ".eE") {
 		return 0, &bad

@@ -16,10 +16,12 @@
 //	POST /oauth2/v3/token         issue_stateless  (assertion or client secret)
 //
 // What it enforces: form-encoded POST bodies (parameters in a POST's query
-// string are ignored, as at LINE); RS256 assertions signed by the public key
-// registered with RegisterKey for the header's kid, iss == sub == that key's
-// channel, aud exactly "https://api.line.me/", exp present, not past and at
-// most 30 minutes ahead of the simulator clock, token_exp 1..2592000 seconds;
+// string are ignored, as at LINE); RS256 assertions with typ "JWT" signed by
+// the public key registered with RegisterKey for the header's kid (one under
+// 2048 bits is answered as unknown: LINE's console registers none),
+// iss == sub == that key's channel, aud exactly "https://api.line.me/", exp
+// present, not past and at most 30 minutes ahead of the simulator clock, and
+// for a v2.1 issue token_exp present, 1..2592000 seconds;
 // at most 30 valid v2.1 tokens per channel (the 31st issue is refused) and 30
 // valid short-lived tokens (the 31st issue revokes the oldest); errors in
 // LINE's two JSON shapes.

@@ -28,17 +28,23 @@ const (
 	secretB = "secret-b-0123456789abcdef"
 	kidA    = "kid-a"
 	kidB    = "kid-b"
+	// kidSmall names keySmall, registered for channel A: a key LINE's
+	// console would not have taken.
+	kidSmall = "kid-small"
 
 	assertionType = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 )
 
 // RSA keys are slow to generate: once per test binary.
-var keyA, keyB *rsa.PrivateKey
+var keyA, keyB, keySmall *rsa.PrivateKey
 
 func TestMain(m *testing.M) {
 	var err error
 	if keyA, err = rsa.GenerateKey(rand.Reader, 2048); err == nil {
 		keyB, err = rsa.GenerateKey(rand.Reader, 2048)
+	}
+	if err == nil {
+		keySmall, err = rsa.GenerateKey(rand.Reader, 1024)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "generate test keys:", err)
@@ -64,6 +70,7 @@ func newEnv(t *testing.T) *env {
 	srv.AddChannel(chanB, secretB)
 	srv.RegisterKey(chanA, kidA, &keyA.PublicKey)
 	srv.RegisterKey(chanB, kidB, &keyB.PublicKey)
+	srv.RegisterKey(chanA, kidSmall, &keySmall.PublicKey)
 	return &env{t: t, srv: srv, ts: newServer(t, srv), clock: clock}
 }
 

@@ -45,6 +45,10 @@ const (
 	MaxValidTokens = 30
 	// MaxTokenExp is the largest token_exp LINE accepts, in seconds (30 days).
 	MaxTokenExp = 2592000
+	// MinKeyBits is the smallest assertion signing key LINE registers
+	// (RSA 2048); an assertion signed by a smaller registered key is
+	// answered as one signed by an unknown key.
+	MinKeyBits = 2048
 	// MaxAssertionLifetime is how far after now an assertion's exp may be.
 	MaxAssertionLifetime = 30 * time.Minute
 	// ShortLivedTTL is the lifetime of a short-lived token.

@@ -67,13 +67,27 @@ func TestIssueV21(t *testing.T) {
 	}
 }
 
+// TestIssueV21TokenExpRequired: a v2.1 issue needs token_exp (LINE's
+// reference lists it as required); the key-ID listing and the stateless
+// issue do not.
+func TestIssueV21TokenExpRequired(t *testing.T) {
+	e := newEnv(t)
+	noExp := func(s *jwtSpec) { delete(s.claims, "token_exp") }
+	wantError(t, e.post("/oauth2/v2.1/token", issueForm(e.assertion(noExp))), 400, oauthErr("invalid_request", "Invalid token_exp"))
+	if n := len(e.srv.Tokens(chanA)); n != 0 {
+		t.Errorf("a refused issue issued %d tokens", n)
+	}
+	if r := e.post("/oauth2/v3/token", issueForm(e.assertion(noExp))); r.status != 200 {
+		t.Errorf("stateless issue without token_exp: %s", r.shown())
+	}
+}
+
 func TestIssueV21TokenExp(t *testing.T) {
 	tests := []struct {
 		name     string
 		tokenExp any // nil = claim absent
 		want     int64
 	}{
-		{"absent defaults to 30 days", nil, 2592000},
 		{"one second", 1, 1},
 		{"30 days", 2592000, 2592000},
 	}
@@ -150,6 +164,12 @@ var assertionCases = []struct {
 		400, oauthErr("invalid_client", "Invalid alg")},
 	{"alg missing", func(s *jwtSpec) { s.header["alg"] = nil },
 		400, oauthErr("invalid_client", "Invalid alg")},
+	{"typ missing", func(s *jwtSpec) { s.header["typ"] = nil },
+		400, oauthErr("invalid_client", "Invalid typ")},
+	{"typ at+jwt", func(s *jwtSpec) { s.header["typ"] = "at+jwt" },
+		400, oauthErr("invalid_client", "Invalid typ")},
+	{"signed by a 1024-bit key registered under the kid", func(s *jwtSpec) { s.header["kid"], s.key = kidSmall, keySmall },
+		404, message("Cannot find channel key that satisfies the conditions")},
 	{"alg HS256 and an unknown kid: the alg is checked first", func(s *jwtSpec) {
 		s.method, s.key, s.header["kid"] = jwt.SigningMethodHS256, []byte("secret"), "no-such-kid"
 	}, 400, oauthErr("invalid_client", "Invalid alg")},
@@ -841,9 +861,10 @@ func TestAssertionHelper(t *testing.T) {
 	if r.status != 200 || num(t, r.json(t)["expires_in"]) != 7200 {
 		t.Fatalf("issue with helper assertion: %d %s", r.status, r.shown())
 	}
-	a = linefake.Assertion(chanA, kidA, keyA, e.clock.Now(), 0)
-	if r := e.post("/oauth2/v2.1/token", issueForm(a)); num(t, r.json(t)["expires_in"]) != 2592000 {
-		t.Errorf("no token_exp: %s", r.shown())
+	a = linefake.Assertion(chanA, kidA, keyA, e.clock.Now(), 0) // no token_exp: for listings, not issues
+	wantError(t, e.post("/oauth2/v2.1/token", issueForm(a)), 400, oauthErr("invalid_request", "Invalid token_exp"))
+	if r := e.get("/oauth2/v2.1/tokens/kid", url.Values{"client_assertion_type": {assertionType}, "client_assertion": {a}}); r.status != 200 {
+		t.Errorf("listing without token_exp: %s", r.shown())
 	}
 	if got := linefake.Assertion(chanA, kidA, nil, e.clock.Now(), 0); got != "" {
 		t.Error("Assertion with a nil key returned a token")

@@ -222,6 +222,8 @@ func (r *verifyResponse) info() (*TokenInfo, error) {
 		return nil, errors.New("response has no client_id")
 	case r.ExpiresIn == nil:
 		return nil, errors.New("response has no expires_in")
+	case *r.ExpiresIn < 0:
+		return nil, fmt.Errorf("response expires_in %d is negative", *r.ExpiresIn)
 	}
 	return &TokenInfo{ClientID: r.ClientID, ExpiresIn: *r.ExpiresIn, Scope: r.Scope}, nil
 }
@@ -421,12 +423,12 @@ func (c *Client) do(parent context.Context, method, path string, params url.Valu
 
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return c.transportError(parent, ctx, endpoint, err)
+		return c.transportError(parent, ctx, endpoint, err, params)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, c.maxBody+1))
 	if err != nil {
-		return c.transportError(parent, ctx, endpoint, err)
+		return c.transportError(parent, ctx, endpoint, err, params)
 	}
 	tooLarge := int64(len(data)) > c.maxBody
 
@@ -437,12 +439,12 @@ func (c *Client) do(parent context.Context, method, path string, params url.Valu
 		}
 		return decodeAPIError(endpoint, resp.StatusCode, resp.Header, data, time.Now())
 	}
+	if out == nil {
+		return nil // a success whose body does not matter (revoke), however long
+	}
 	if tooLarge {
 		return &RequestError{Endpoint: endpoint, Kind: KindTooLarge,
 			Err: fmt.Errorf("%d response body exceeds %d bytes", resp.StatusCode, c.maxBody)}
-	}
-	if out == nil {
-		return nil
 	}
 	if err := json.Unmarshal(data, out); err != nil {
 		return &RequestError{Endpoint: endpoint, Kind: KindMalformed,
@@ -459,7 +461,7 @@ func (c *Client) do(parent context.Context, method, path string, params url.Valu
 // transportError classifies a failure to get a complete response. The
 // caller's own context ending is "canceled"; our per-call deadline or a
 // network timeout is "timeout"; anything else "network".
-func (c *Client) transportError(parent, ctx context.Context, endpoint string, err error) error {
+func (c *Client) transportError(parent, ctx context.Context, endpoint string, err error, params url.Values) error {
 	if perr := parent.Err(); perr != nil {
 		return &RequestError{Endpoint: endpoint, Kind: KindCanceled, Err: perr}
 	}
@@ -475,10 +477,33 @@ func (c *Client) transportError(parent, ctx context.Context, endpoint string, er
 	if errors.As(err, &ue) {
 		err = ue.Err
 	}
+	// The rest may still quote what the server sent back ("malformed
+	// HTTP status code ..."), and a server that echoes the request (a
+	// wrong port, a broken proxy) sends back the query too.
+	if msg := scrub(err.Error(), params); msg != err.Error() {
+		err = errors.New(msg)
+	}
 	if timeout {
 		return &RequestError{Endpoint: endpoint, Kind: KindTimeout, Err: err}
 	}
 	return &RequestError{Endpoint: endpoint, Kind: KindNetwork, Err: err}
+}
+
+// scrub replaces every value of params in s, as it is and as the query
+// encoding spells it, with [redacted].
+func scrub(s string, params url.Values) string {
+	for _, vs := range params {
+		for _, v := range vs {
+			if v == "" {
+				continue
+			}
+			s = strings.ReplaceAll(s, v, "[redacted]")
+			if q := url.QueryEscape(v); q != v {
+				s = strings.ReplaceAll(s, q, "[redacted]")
+			}
+		}
+	}
+	return s
 }
 
 // describeJSONError says what is wrong with n bytes of JSON without quoting them.

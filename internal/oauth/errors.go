@@ -87,8 +87,13 @@ func (e *APIError) Is(target error) bool {
 		if containsFold(e.Message, msgKeyNotFound) {
 			return true
 		}
-		// Every 404 from an assertion-authenticated endpoint means LINE
-		// could not match the assertion to a registered key.
+		// A 404 in LINE's JSON from an assertion-authenticated endpoint
+		// means LINE could not match the assertion to a registered key,
+		// whatever its words. Not one without: a proxy's HTML page, or a
+		// wrong line.base_url path, is no news about keys.
+		if e.Message == "" && e.Code == "" {
+			return false
+		}
 		switch e.Endpoint {
 		case http.MethodPost + " " + pathIssueV21,
 			http.MethodGet + " " + pathKeyIDsV21,
@@ -270,10 +275,9 @@ func jsonDetails(raw json.RawMessage) string {
 		case msg != "" || prop != "":
 			parts = append(parts, msg+prop)
 		}
-		if len(parts) == 5 {
-			parts = append(parts, "...")
-			break
-		}
+	}
+	if len(parts) > 5 {
+		parts = append(parts[:5], "...")
 	}
 	return clean(strings.Join(parts, "; "))
 }
@@ -306,6 +310,9 @@ func parseRetryAfter(v string, now time.Time) time.Duration {
 	}
 	if v[0] >= '0' && v[0] <= '9' {
 		secs, err := strconv.ParseUint(v, 10, 63)
+		if errors.Is(err, strconv.ErrRange) {
+			secs, err = math.MaxInt64, nil // all digits, too many: the longest
+		}
 		if err != nil {
 			return 0
 		}

@@ -45,6 +45,16 @@ func TestDecodeAPIError(t *testing.T) {
 			wantText: "POST /v2/oauth/accessToken: 400: The request body has 2 error(s) (details: client_id: must be specified; too long)",
 		},
 		{
+			name: "five details, all shown", endpoint: epIssue, status: 400,
+			body: `{"details":[{"property":"a"},{"property":"b"},{"property":"c"},{"property":"d"},{"property":"e"}]}`,
+			want: APIError{Endpoint: epIssue, StatusCode: 400, Message: "details: a; b; c; d; e"},
+		},
+		{
+			name: "six details, five shown", endpoint: epIssue, status: 400,
+			body: `{"details":[{"property":"a"},{"property":"b"},{"property":"c"},{"property":"d"},{"property":"e"},{"property":"f"}]}`,
+			want: APIError{Endpoint: epIssue, StatusCode: 400, Message: "details: a; b; c; d; e; ..."},
+		},
+		{
 			name: "details only", endpoint: epIssue, status: 400,
 			body: `{"details":[{"property":"x"}]}`,
 			want: APIError{Endpoint: epIssue, StatusCode: 400, Message: "details: x"},
@@ -153,7 +163,7 @@ func TestDecodeAPIError(t *testing.T) {
 		},
 		{
 			name: "Retry-After huge saturates", endpoint: epIssue, status: 429, header: ra("99999999999999999999"),
-			want: APIError{Endpoint: epIssue, StatusCode: 429},
+			want: APIError{Endpoint: epIssue, StatusCode: 429, RetryAfter: time.Duration(1<<63 - 1)},
 		},
 		{
 			name: "Retry-After beyond Duration", endpoint: epIssue, status: 429, header: ra("9999999999999"),
@@ -189,9 +199,11 @@ func TestAPIErrorIs(t *testing.T) {
 		{"token limit, other case and period", &APIError{Endpoint: epIssue, StatusCode: 400, Message: "the MAXIMUM number of access tokens has already been issued."}, []error{ErrTokenLimit}},
 		{"limit message with 500 is not the limit", &APIError{Endpoint: epIssue, StatusCode: 500, Message: limit}, nil},
 		{"key not found by message", &APIError{Endpoint: "POST /v2/oauth/verify", StatusCode: 404, Message: notFound}, []error{ErrKeyNotFound}},
-		{"any 404 on issue v2.1", &APIError{Endpoint: epIssue, StatusCode: 404}, []error{ErrKeyNotFound}},
-		{"any 404 on key IDs", &APIError{Endpoint: "GET /oauth2/v2.1/tokens/kid", StatusCode: 404}, []error{ErrKeyNotFound}},
-		{"any 404 on stateless", &APIError{Endpoint: "POST /oauth2/v3/token", StatusCode: 404}, []error{ErrKeyNotFound}},
+		{"any JSON 404 on issue v2.1", &APIError{Endpoint: epIssue, StatusCode: 404, Message: "Not found"}, []error{ErrKeyNotFound}},
+		{"any JSON 404 on key IDs", &APIError{Endpoint: "GET /oauth2/v2.1/tokens/kid", StatusCode: 404, Code: "not_found"}, []error{ErrKeyNotFound}},
+		{"any JSON 404 on stateless", &APIError{Endpoint: "POST /oauth2/v3/token", StatusCode: 404, Message: "x"}, []error{ErrKeyNotFound}},
+		{"a 404 not in JSON (a proxy's page, a wrong base_url path) is not a key", &APIError{Endpoint: epIssue, StatusCode: 404}, nil},
+		{"nor on key IDs", &APIError{Endpoint: "GET /oauth2/v2.1/tokens/kid", StatusCode: 404}, nil},
 		{"bare 404 on revoke is not a key", &APIError{Endpoint: "POST /oauth2/v2.1/revoke", StatusCode: 404}, nil},
 		{"key message with 400 is not 404", &APIError{Endpoint: epIssue, StatusCode: 400, Message: notFound}, nil},
 		{"invalid client", &APIError{Endpoint: epIssue, StatusCode: 400, Code: "invalid_client", Description: "iss and clientId of key do not match"}, []error{ErrInvalidClient}},

@@ -154,3 +154,27 @@ func TestRetryDelay(t *testing.T) {
 		t.Fatal("an API error must not count as local")
 	}
 }
+
+// TestRemedy: the fix logged for an error retrying cannot mend points at
+// what to change: the key for LINE's key-not-found, line.base_url for a
+// 404 that is not LINE's.
+func TestRemedy(t *testing.T) {
+	c := &channel{cfg: Channel{ID: "1657000000", KeyID: "kid-1"}}
+	for _, tt := range []struct {
+		name string
+		err  error
+		want string
+	}{
+		{"LINE's key not found", &oauth.APIError{Endpoint: "POST /oauth2/v2.1/token", StatusCode: 404, Message: "Cannot find channel key that satisfies the conditions"},
+			`LINE does not know assertion signing key "kid-1" for channel 1657000000: check key_id and that the public key is registered in the LINE Developers Console`},
+		{"a 404 not from LINE", &oauth.APIError{Endpoint: "POST /oauth2/v2.1/token", StatusCode: 404},
+			"line.base_url answered 404 without LINE's JSON error: check line.base_url (a wrong path, or a proxy in the way)"},
+		{"another refusal", &oauth.APIError{Endpoint: "POST /oauth2/v2.1/token", StatusCode: 400, Message: "bad"},
+			"LINE refused the request; check this channel's configuration"},
+		{"retryable", &oauth.APIError{Endpoint: "POST /oauth2/v2.1/token", StatusCode: 503}, ""},
+	} {
+		if got := remedy(tt.err, c); got != tt.want {
+			t.Errorf("%s: remedy = %q; want %q", tt.name, got, tt.want)
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -370,10 +371,18 @@ func remedy(err error, c *channel) string {
 		return "LINE rejected the channel's credentials: check the channel ID, the channel secret and the private key"
 	case errors.Is(err, errLocal):
 		return ""
+	case notLINE404(err):
+		return "line.base_url answered 404 without LINE's JSON error: check line.base_url (a wrong path, or a proxy in the way)"
 	case !oauth.IsRetryable(err) && err != nil && !errors.Is(err, context.Canceled):
 		return "LINE refused the request; check this channel's configuration"
 	}
 	return ""
+}
+
+// notLINE404 reports a 404 whose body was not LINE's JSON error.
+func notLINE404(err error) bool {
+	var ae *oauth.APIError
+	return errors.As(err, &ae) && ae.StatusCode == http.StatusNotFound && ae.Message == "" && ae.Code == ""
 }
 
 // assertion returns a signed assertion for c, reusing the last one while
