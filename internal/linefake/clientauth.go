@@ -27,6 +27,7 @@ const (
 	msgInvalidToken  = "invalid access token"
 	msgInvalidID     = "invalid client_id"
 	msgInvalidSecret = "invalid client_secret"
+	msgRateLimit     = "The API rate limit has been exceeded. Try again later."
 )
 
 // requireParams answers 400 invalid_request naming the first missing or

@@ -23,8 +23,12 @@
 // present, not past and at most 30 minutes ahead of the simulator clock, and
 // for a v2.1 issue token_exp present, 1..2592000 seconds;
 // at most 30 valid v2.1 tokens per channel (the 31st issue is refused) and 30
-// valid short-lived tokens (the 31st issue revokes the oldest); errors in
-// LINE's two JSON shapes.
+// valid short-lived tokens (the 31st issue revokes the oldest); LINE's rate
+// limits per channel and second of the simulator clock (370 short-lived
+// issues, 2,000 calls to each other endpoint that names its channel: issue
+// v2.1, key IDs, revoke v2.1, stateless issue), beyond which it answers 429;
+// errors in LINE's two JSON shapes. Verify and the short-lived revoke name
+// no channel, and are not limited.
 //
 // Token formats: v2.1 and stateless tokens are JWS-shaped (three base64url
 // segments, HMAC'd with a per-server random key, about 176 and 237 characters);

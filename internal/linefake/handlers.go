@@ -43,6 +43,9 @@ func (s *Server) issueV21(form url.Values) response {
 	defer s.mu.Unlock()
 	now := s.clock.Now()
 	ch := s.channelLocked(channelID)
+	if r := ch.rateLimitedLocked(EndpointIssueV21, now); r != nil {
+		return *r
+	}
 	valid := len(ch.validLocked(KindV21, now))
 	if valid >= MaxValidTokens {
 		return messageResponse(http.StatusBadRequest, msgTokenLimit)
@@ -65,6 +68,9 @@ func (s *Server) keyIDsV21(form url.Values) response {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if r := s.channelLocked(channelID).rateLimitedLocked(EndpointKeyIDsV21, s.clock.Now()); r != nil {
+		return *r
+	}
 	return jsonResponse(http.StatusOK, map[string][]string{"kids": s.validKeyIDsLocked(channelID)})
 }
 
@@ -77,6 +83,9 @@ func (s *Server) revokeV21(form url.Values) response {
 	defer s.mu.Unlock()
 	ch, r := s.checkSecretLocked(form.Get("client_id"), form.Get("client_secret"))
 	if r != nil {
+		return *r
+	}
+	if r := ch.rateLimitedLocked(EndpointRevokeV21, s.clock.Now()); r != nil {
 		return *r
 	}
 	tok := form.Get("access_token")
@@ -149,6 +158,9 @@ func (s *Server) issueShort(form url.Values) response {
 		return *r
 	}
 	now := s.clock.Now()
+	if r := ch.rateLimitedLocked(EndpointIssueShort, now); r != nil {
+		return *r
+	}
 	if valid := ch.validLocked(KindShortLived, now); len(valid) >= MaxValidTokens {
 		// LINE revokes the oldest valid token(s) to make room.
 		for _, old := range valid[:len(valid)-MaxValidTokens+1] {
@@ -204,6 +216,9 @@ func (s *Server) issueStateless(form url.Values) response {
 		if ch, r = s.checkSecretLocked(form.Get("client_id"), form.Get("client_secret")); r != nil {
 			return *r
 		}
+	}
+	if r := ch.rateLimitedLocked(EndpointIssueStateless, s.clock.Now()); r != nil {
+		return *r
 	}
 	t := s.issueStatelessLocked(ch, s.clock.Now())
 	return jsonResponse(http.StatusOK, issueResponse{

@@ -49,6 +49,11 @@ const (
 	// (RSA 2048); an assertion signed by a smaller registered key is
 	// answered as one signed by an unknown key.
 	MinKeyBits = 2048
+	// RateLimitIssueShort and RateLimit are LINE's rate limits: calls a
+	// second a channel may make to the short-lived issue endpoint and to
+	// each other endpoint; beyond them LINE answers 429.
+	RateLimitIssueShort = 370
+	RateLimit           = 2000
 	// MaxAssertionLifetime is how far after now an assertion's exp may be.
 	MaxAssertionLifetime = 30 * time.Minute
 	// ShortLivedTTL is the lifetime of a short-lived token.
@@ -110,6 +115,39 @@ type channel struct {
 	history   []*token // v2.1 and short-lived tokens, in issue order
 	stateless []*token // the most recent stateless tokens, oldest first
 	maxValid  int
+	calls     map[string]rateWindow // per endpoint, for the rate limits
+}
+
+// rateWindow counts a channel's calls to one endpoint in one second of the
+// simulator clock.
+type rateWindow struct {
+	sec int64
+	n   int
+}
+
+// rateLimitedLocked counts a call by ch to endpoint and returns LINE's 429
+// once the channel has made more than the endpoint's limit in the current
+// second of the simulator clock (README: per channel, short-lived issue
+// 370 requests a second, every other endpoint 2,000).
+func (ch *channel) rateLimitedLocked(endpoint string, now time.Time) *response {
+	limit := RateLimit
+	if endpoint == EndpointIssueShort {
+		limit = RateLimitIssueShort
+	}
+	if ch.calls == nil {
+		ch.calls = map[string]rateWindow{}
+	}
+	w := ch.calls[endpoint]
+	if sec := now.Unix(); w.sec != sec {
+		w = rateWindow{sec: sec}
+	}
+	w.n++
+	ch.calls[endpoint] = w
+	if w.n > limit {
+		r := messageResponse(http.StatusTooManyRequests, msgRateLimit)
+		return &r
+	}
+	return nil
 }
 
 type route struct {

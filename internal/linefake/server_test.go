@@ -914,3 +914,61 @@ func TestMalformedQuery(t *testing.T) {
 	req, _ := http.NewRequest(http.MethodGet, e.ts.URL+"/oauth2/v2.1/verify?access_token=%ZZ", nil)
 	wantError(t, e.do(req), 400, oauthErr("invalid_request", "malformed query string"))
 }
+
+// TestRateLimits: per channel and endpoint, LINE answers 429 beyond 370
+// short-lived issues, or 2,000 calls to another endpoint, in one second;
+// the next second starts afresh, and another channel is not held back.
+func TestRateLimits(t *testing.T) {
+	e := newEnv(t)
+	short := func(id, secret string) reply {
+		return e.post("/v2/oauth/accessToken", url.Values{"grant_type": {"client_credentials"}, "client_id": {id}, "client_secret": {secret}})
+	}
+	for i := range linefake.RateLimitIssueShort {
+		if r := short(chanA, secretA); r.status != 200 {
+			t.Fatalf("short-lived issue %d: %s", i+1, r.shown())
+		}
+	}
+	wantError(t, short(chanA, secretA), 429, message("The API rate limit has been exceeded. Try again later."))
+	if r := short(chanB, secretB); r.status != 200 {
+		t.Errorf("channel B held back by A's calls: %s", r.shown())
+	}
+	e.clock.Advance(time.Second)
+	if r := short(chanA, secretA); r.status != 200 {
+		t.Errorf("the next second: %s", r.shown())
+	}
+
+	list := url.Values{"client_assertion_type": {assertionType}, "client_assertion": {e.assertion(nil)}}
+	for i := range linefake.RateLimit {
+		if r := e.get("/oauth2/v2.1/tokens/kid", list); r.status != 200 {
+			t.Fatalf("key-ID listing %d: %s", i+1, r.shown())
+		}
+	}
+	wantError(t, e.get("/oauth2/v2.1/tokens/kid", list), 429, message("The API rate limit has been exceeded. Try again later."))
+	if r := e.post("/oauth2/v2.1/token", issueForm(e.assertion(nil))); r.status != 200 {
+		t.Errorf("issue v2.1 held back by the listings' limit: %s", r.shown())
+	}
+}
+
+// TestRateLimitEveryChannelEndpoint: issue v2.1 (past its 30-token limit,
+// the rate limit still counts), stateless issue and revoke v2.1 are held
+// to 2,000 calls a second each as well.
+func TestRateLimitEveryChannelEndpoint(t *testing.T) {
+	e := newEnv(t)
+	a := e.assertion(nil)
+	revoke := url.Values{"client_id": {chanA}, "client_secret": {secretA}, "access_token": {"a.b.c"}}
+	for _, ep := range []struct {
+		name string
+		send func() reply
+	}{
+		{"issue_v2.1", func() reply { return e.post("/oauth2/v2.1/token", issueForm(a)) }},
+		{"issue_stateless", func() reply { return e.post("/oauth2/v3/token", issueForm(a)) }},
+		{"revoke_v2.1", func() reply { return e.post("/oauth2/v2.1/revoke", revoke) }},
+	} {
+		for i := range linefake.RateLimit {
+			if r := ep.send(); r.status == 429 {
+				t.Fatalf("%s: call %d answered 429", ep.name, i+1)
+			}
+		}
+		wantError(t, ep.send(), 429, message("The API rate limit has been exceeded. Try again later."))
+	}
+}
