@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 )
@@ -256,6 +257,11 @@ func (c *Client) GetChannelAccessTokenKeyIDsV2_1(ctx context.Context, assertion 
 	}, &r, func() error {
 		if r.Kids == nil {
 			return errors.New("response has no kids")
+		}
+		// null decodes to "": a key ID that names no token would be
+		// counted as an orphan.
+		if i := slices.Index(*r.Kids, ""); i >= 0 {
+			return fmt.Errorf("response kids[%d] is empty", i)
 		}
 		return nil
 	})
