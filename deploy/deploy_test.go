@@ -1016,3 +1016,70 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// TestSystemdCrashIsRestarted: under the unit, a Go crash or the watchdog's
+// SIGABRT ends tokend by a signal, which Restart=on-failure restarts, not
+// with exit status 2 (the runtime's own for a crash), which
+// RestartPreventExitStatus=2 would keep down for good. Without the unit's
+// environment the same SIGABRT does exit 2. No core file either: it would
+// hold keys and tokens.
+func TestSystemdCrashIsRestarted(t *testing.T) {
+	u, err := readUnit("systemd/tokend.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(strings.Fields(strings.Join(u["RestartPreventExitStatus"], " ")), "2") || u.one("Restart") != "on-failure" {
+		t.Fatalf("tokend.service: Restart=%s RestartPreventExitStatus=%q; the test assumes on-failure and 2", u.one("Restart"), u["RestartPreventExitStatus"])
+	}
+	if got := u.one("LimitCORE"); got != "0" {
+		t.Errorf("tokend.service: LimitCORE=%q; want 0", got)
+	}
+	var unitEnv []string
+	for _, e := range u["Environment"] {
+		unitEnv = append(unitEnv, strings.Fields(e)...)
+	}
+	var base []string
+	for _, e := range os.Environ() {
+		if !strings.HasPrefix(e, "GOTRACEBACK=") {
+			base = append(base, e)
+		}
+	}
+	for _, tc := range []struct {
+		name string
+		env  []string
+		want string
+	}{
+		{"the unit's environment", append(slices.Clone(base), unitEnv...), "signal: aborted"},
+		{"without it", base, "exit status 2"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			cmd := exec.Command(binary, "dev", "-dir", dir)
+			cmd.Env = tc.env
+			var stderr syncBuffer
+			cmd.Stderr = &stderr
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			deadline := time.Now().Add(20 * time.Second)
+			for !strings.Contains(stderr.String(), "try:") {
+				if time.Now().After(deadline) {
+					_ = cmd.Process.Kill()
+					_ = cmd.Wait()
+					t.Fatalf("tokend dev did not start within 20s:\n%s", stderr.String())
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			if err := cmd.Process.Signal(syscall.SIGABRT); err != nil {
+				t.Fatal(err)
+			}
+			err := cmd.Wait()
+			if err == nil || err.Error() != tc.want {
+				t.Errorf("after SIGABRT: %v; want %s", err, tc.want)
+			}
+			if !strings.Contains(stderr.String(), "goroutine ") {
+				t.Error("no goroutine dump for the journal")
+			}
+		})
+	}
+}
