@@ -72,6 +72,8 @@ type devConfigData struct {
 type devChannel struct{ ID, Name, KeyID string }
 
 func cmdDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	hup, stop := catchHUP()
+	defer stop()
 	fs := newFlags("dev", stderr)
 	dir := fs.String("dir", "tokend-dev", "where dev keeps keys, secrets, state, tokens and its config")
 	lifetimes := defaultDevFlags()
@@ -162,7 +164,7 @@ func cmdDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
            tokend status -socket %s
   Tokens live %s, rotate %s before expiry, the old one is revoked %s later. Ctrl-C stops.
 `, data.BaseURL, abs, cfgPath, abs, data.Socket, data.Socket, data.TTL, data.RotateBefore, data.RevokeAfter)
-	return runDaemon(ctx, cfg, cfgPath, false, defaultDevOptions())
+	return runDaemon(ctx, cfg, cfgPath, false, hup, defaultDevOptions())
 }
 
 // lockDevDir takes an exclusive lock on the dev directory itself (flock on

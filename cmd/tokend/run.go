@@ -20,6 +20,8 @@ func loadConfig(path string) (*config.Config, error) {
 }
 
 func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	hup, stop := catchHUP()
+	defer stop()
 	fs := newFlags("run", stderr)
 	path := fs.String("config", config.DefaultPath(), "config file")
 	once := fs.Bool("once", false, "one pass (issue, rotate, revoke, publish what is due), then exit: 0 if every channel holds a valid token")
@@ -33,15 +35,24 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	return runDaemon(ctx, cfg, *path, *once, daemon.Options{})
+	return runDaemon(ctx, cfg, *path, *once, hup, daemon.Options{})
 }
 
-// runDaemon runs a loaded config as the daemon or as one pass; `dev` uses it too.
-func runDaemon(ctx context.Context, cfg *config.Config, path string, once bool, o daemon.Options) error {
-	reload := make(chan struct{}, 1)
-	hup := make(chan os.Signal, 1)
+// catchHUP makes SIGHUP a reload request from the moment a daemon command
+// starts, before its config is loaded (half a second for 10,000 channels):
+// until then SIGHUP's default action ended the process (exit by signal,
+// which systemd does not restart). One that comes during the start reloads
+// once the daemon runs. stop undoes it.
+func catchHUP() (hup chan os.Signal, stop func()) {
+	hup = make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
+	return hup, func() { signal.Stop(hup) }
+}
+
+// runDaemon runs a loaded config as the daemon or as one pass (which
+// ignores hup); `dev` uses it too.
+func runDaemon(ctx context.Context, cfg *config.Config, path string, once bool, hup <-chan os.Signal, o daemon.Options) error {
+	reload := make(chan struct{}, 1)
 	go func() {
 		for range hup {
 			select {

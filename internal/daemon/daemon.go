@@ -16,6 +16,7 @@ import (
 	"runtime/debug"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	sddaemon "github.com/coreos/go-systemd/v22/daemon"
@@ -79,6 +80,11 @@ type Daemon struct {
 	sock    *socket.Handler // its handler (set by Run)
 
 	responsive func() // tests: stands in for rot.Responsive in the watchdog
+
+	// started: READY=1 for the start has gone out. Until then a reload
+	// tells systemd nothing, so that its READY=1 does not end the start
+	// before every channel holds a token.
+	started atomic.Bool
 }
 
 // NewLogger builds the zap logger described by the config's log section.
@@ -436,6 +442,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		case <-d.rot.ReadyC():
 			log.Info("every channel holds a valid token; ready")
 			d.opts.Notify(sddaemon.SdNotifyReady)
+			d.started.Store(true)
 		case <-ctx.Done():
 		}
 		return nil
@@ -516,13 +523,18 @@ func (d *Daemon) reloads(ctx context.Context) error {
 			return nil
 		case <-d.opts.Reload:
 		}
-		d.opts.Notify(sddaemon.SdNotifyReloading + "\n" + sddaemon.SdNotifyMonotonicUsec())
+		started := d.started.Load()
+		if started {
+			d.opts.Notify(sddaemon.SdNotifyReloading + "\n" + sddaemon.SdNotifyMonotonicUsec())
+		}
 		if err := d.reload(); err != nil {
 			log.Error("reload rejected; the running configuration stays in force", zap.Error(err))
 		} else {
 			log.Info("configuration reloaded", zap.Int("channels", len(d.cfg.Channels)))
 		}
-		d.opts.Notify(sddaemon.SdNotifyReady)
+		if started {
+			d.opts.Notify(sddaemon.SdNotifyReady)
+		}
 	}
 }
 

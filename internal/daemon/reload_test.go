@@ -314,3 +314,56 @@ channels:
 		t.Error("a reload was applied")
 	}
 }
+
+// TestReloadBeforeReady: a reload while the start is still waiting for
+// tokens (here LINE never answers) is applied but tells systemd nothing:
+// its READY=1 would have ended the start (units ordered after tokend
+// starting without their token).
+func TestReloadBeforeReady(t *testing.T) {
+	dir := t.TempDir()
+	keyPath, _ := reloadSim(t, dir)
+	cfgPath := filepath.Join(dir, "config.yaml")
+	write := func(base string) {
+		y := fmt.Sprintf(`state_dir: %s
+line: {base_url: %q, timeout: 1m}
+socket: {path: ""}
+channels:
+  - {id: "1657000001", key_id: kid-1, private_key_file: %s, channel_secret: s1, outputs: [{path: %s}]}
+`, filepath.Join(dir, "state"), base, keyPath, filepath.Join(dir, "bot.token"))
+		if err := os.WriteFile(cfgPath, []byte(y), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("http://127.0.0.1:1") // refused: the start never gets its token
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	core, logs := observer.New(zapcore.InfoLevel)
+	notes := make(chan string, 16)
+	reload := make(chan struct{})
+	d, err := New(cfg, Options{Logger: zap.New(core), Reload: reload, ConfigPath: cfgPath, Notify: func(s string) { notes <- s }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	defer runDaemon(t, d)()
+	reloaded := func(n int) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for logs.FilterMessage("configuration reloaded").Len() < n {
+			if time.Now().After(deadline) {
+				t.Fatalf("reload %d not applied within 10s", n)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	reload <- struct{}{}
+	reloaded(1)
+	select {
+	case n := <-notes:
+		t.Fatalf("systemd told %q by a reload before the start was ready", n)
+	default:
+	}
+	// TestReloadSettings checks RELOADING=1, then READY=1, after the start.
+}
