@@ -64,6 +64,26 @@ type Options struct {
 	// ConfigPath is reloaded on each Reload signal.
 	ConfigPath string
 	Retry      rotator.Retry
+
+	// selfUID is the uid socket.allowed_uids always lets in (tests: -1,
+	// none); zero value: os.Getuid.
+	selfUID func() int
+}
+
+// allowedUIDs is socket.allowed_uids as the socket enforces it: a list that
+// is set always lets in tokend's own uid too. Its health checks (a
+// container's HEALTHCHECK, a pod's probes: `tokend status`) run as that
+// user, who can read the store and the outputs anyway.
+func (d *Daemon) allowedUIDs(cfg *config.Config) []int {
+	uids := cfg.Socket.AllowedUIDs
+	self := os.Getuid()
+	if d.opts.selfUID != nil {
+		self = d.opts.selfUID()
+	}
+	if len(uids) == 0 || self < 0 || slices.Contains(uids, self) {
+		return uids
+	}
+	return append(slices.Clone(uids), self)
 }
 
 // Daemon is a configured tokend ready to run.
@@ -425,12 +445,15 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}
 	}
 	log := d.log.Named("daemon")
+	// Before any part runs: a reload replaces d.cfg.
+	log.Info("tokend started", zap.String("version", d.opts.Version), zap.Int("channels", len(d.cfg.Channels)),
+		zap.String("state_dir", d.cfg.StateDir), zap.String("socket", d.cfg.Socket.Path))
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return d.rot.Run(ctx) })
 	if ln != nil {
 		d.ln = ln
 		d.sock = socket.NewHandler(d.rot, socket.HandlerOptions{
-			Metrics: d.metrics.Handler(), AllowedUIDs: d.cfg.Socket.AllowedUIDs, Logger: d.log.Named("socket"),
+			Metrics: d.metrics.Handler(), AllowedUIDs: d.allowedUIDs(d.cfg), Logger: d.log.Named("socket"),
 		})
 		g.Go(func() error { return socket.Serve(ctx, ln, d.sock) })
 	}
@@ -456,8 +479,6 @@ func (d *Daemon) Run(ctx context.Context) error {
 		d.opts.Notify(sddaemon.SdNotifyStopping)
 		return nil
 	})
-	log.Info("tokend started", zap.String("version", d.opts.Version), zap.Int("channels", len(d.cfg.Channels)),
-		zap.String("state_dir", d.cfg.StateDir), zap.String("socket", d.cfg.Socket.Path))
 	err := g.Wait()
 	log.Info("tokend stopped")
 	return err
@@ -618,7 +639,7 @@ func (d *Daemon) apply(cfg *config.Config) *config.Config {
 		}
 	}
 	if d.sock != nil && !slices.Equal(d.cfg.Socket.AllowedUIDs, cfg.Socket.AllowedUIDs) {
-		d.sock.SetAllowedUIDs(cfg.Socket.AllowedUIDs)
+		d.sock.SetAllowedUIDs(d.allowedUIDs(cfg))
 		log.Info("socket.allowed_uids applied", zap.Ints("allowed_uids", cfg.Socket.AllowedUIDs))
 	}
 	if d.ln != nil && d.cfg.Socket.Mode != cfg.Socket.Mode {

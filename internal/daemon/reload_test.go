@@ -103,6 +103,9 @@ channels:
 	d, err := New(cfg, Options{
 		Logger: zap.New(core), Level: &level, Reload: reload, ConfigPath: cfgPath,
 		Notify: func(s string) { notes <- s },
+		// The test's requests come from the daemon's own uid, which
+		// allowed_uids otherwise always lets in (TestAllowedUIDsLetInTokendsOwn).
+		selfUID: func() int { return -1 },
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -366,4 +369,94 @@ channels:
 	default:
 	}
 	// TestReloadSettings checks RELOADING=1, then READY=1, after the start.
+}
+
+// TestAllowedUIDsLetInTokendsOwn: a socket.allowed_uids list lets in
+// tokend's own uid as well, so that its health checks (`tokend status` in a
+// container's HEALTHCHECK or a pod's probes, run as tokend's user) work
+// whatever the list holds; an empty list still lets in anyone.
+func TestAllowedUIDsLetInTokendsOwn(t *testing.T) {
+	d := &Daemon{}
+	self := os.Getuid()
+	for _, tt := range []struct {
+		list, want []int
+	}{
+		{nil, nil},
+		{[]int{}, []int{}},
+		{[]int{self + 1}, []int{self + 1, self}},
+		{[]int{self, self + 1}, []int{self, self + 1}},
+	} {
+		cfg := &config.Config{Socket: config.Socket{AllowedUIDs: tt.list}}
+		if got := d.allowedUIDs(cfg); !slices.Equal(got, tt.want) || (got == nil) != (tt.want == nil) {
+			t.Errorf("allowed_uids %v: socket lets in %v; want %v", tt.list, got, tt.want)
+		}
+		if len(tt.list) > 0 && &tt.list[0] == &d.allowedUIDs(cfg)[0] && len(tt.want) != len(tt.list) {
+			t.Error("the config's list was appended to in place")
+		}
+	}
+}
+
+// TestAllowedUIDsOwnOverTheSocket: a daemon whose allowed_uids names only
+// another uid still answers its own uid's status request over the socket.
+func TestAllowedUIDsOwnOverTheSocket(t *testing.T) {
+	dir := t.TempDir()
+	keyPath, srv := reloadSim(t, dir)
+	sock := filepath.Join(dir, "s.sock")
+	cfgPath := filepath.Join(dir, "config.yaml")
+	write := func(other int) {
+		t.Helper()
+		y := fmt.Sprintf(`state_dir: %s
+line: {base_url: %q}
+socket: {path: %s, allowed_uids: [%d]}
+channels:
+  - {id: "1657000001", name: bot-1, key_id: kid-1, private_key_file: %s, channel_secret: s1}
+`, filepath.Join(dir, "state"), srv.URL, sock, other, keyPath)
+		if err := os.WriteFile(cfgPath, []byte(y), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(os.Getuid() + 1)
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	notes := make(chan string, 16)
+	reload := make(chan struct{})
+	d, err := New(cfg, Options{Logger: zap.NewNop(), Notify: func(s string) { notes <- s }, Reload: reload, ConfigPath: cfgPath})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	defer runDaemon(t, d)()
+	select {
+	case <-notes:
+	case <-time.After(10 * time.Second):
+		t.Fatal("not ready within 10s")
+	}
+	client := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+	}}}
+	get := func(when string) {
+		t.Helper()
+		resp, err := client.Get("http://tokend/v1/channels")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("%s: tokend's own uid, allowed_uids naming another: status %d; want 200", when, resp.StatusCode)
+		}
+	}
+	get("at start")
+	// A reload to another list keeps it.
+	write(os.Getuid() + 2)
+	reload <- struct{}{}
+	for range 2 { // RELOADING=1, READY=1: the reload is done
+		select {
+		case <-notes:
+		case <-time.After(10 * time.Second):
+			t.Fatal("reload not done within 10s")
+		}
+	}
+	get("after a reload")
 }
