@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
 	"errors"
@@ -197,13 +198,16 @@ func probeStore(stateDir string) error {
 	return st.Close()
 }
 
-// devSocket keeps the socket path under the 108-byte limit of sun_path.
+// devSocket keeps the socket path under the 108-byte limit of sun_path:
+// for a directory too deep, one in the temporary directory named after the
+// user and the directory, so that each dev directory keeps its own.
 func devSocket(dir string) string {
 	p := filepath.Join(dir, "tokend.sock")
 	if len(p) < 100 {
 		return p
 	}
-	return filepath.Join(os.TempDir(), fmt.Sprintf("tokend-dev-%d.sock", os.Getuid()))
+	sum := sha256.Sum256([]byte(dir))
+	return filepath.Join(os.TempDir(), fmt.Sprintf("tokend-dev-%d-%x.sock", os.Getuid(), sum[:4]))
 }
 
 // devKey makes (once) the channel's signing key and returns its key ID,

@@ -224,3 +224,26 @@ func TestDevStateDirHeldElsewhere(t *testing.T) {
 		}
 	}
 }
+
+// TestDevSocketPerDirectory: each dev directory has its own socket, also
+// when the directory is too deep for one inside it (sun_path's 108 bytes):
+// two devs on two deep directories do not contend for one path.
+func TestDevSocketPerDirectory(t *testing.T) {
+	short := devSocket("/tmp/d")
+	if short != "/tmp/d/tokend.sock" {
+		t.Errorf("devSocket(/tmp/d) = %s", short)
+	}
+	deep := "/" + strings.Repeat("d", 120)
+	a, b := devSocket(deep+"/a"), devSocket(deep+"/b")
+	if a == b {
+		t.Errorf("two deep directories share the socket %s", a)
+	}
+	for _, p := range []string{a, b} {
+		if len(p) >= 100 || !strings.HasPrefix(p, os.TempDir()) {
+			t.Errorf("deep directory's socket %s: want a short path in %s", p, os.TempDir())
+		}
+	}
+	if devSocket(deep+"/a") != a {
+		t.Error("the same directory got another socket")
+	}
+}
