@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
 
 	"github.com/tokend/tokend/internal/config"
@@ -66,17 +67,31 @@ func Check(ctx context.Context, cfg *config.Config, online bool, version string)
 	if err != nil {
 		return append(errs, fmt.Errorf("line.base_url: %w", err))
 	}
+	// line.max_in_flight calls at once, as the daemon makes them: one
+	// after another, an unreachable LINE took line.timeout per channel.
+	lineErrs := make([]error, len(channels))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(max(cfg.LINE.MaxInFlight, 1))
 	for i, ch := range channels {
 		if ch.Key == nil {
 			continue
 		}
-		signer := &oauth.Signer{ChannelID: ch.ID, KeyID: ch.KeyID, Key: ch.Key}
-		a, err := signer.Sign(time.Now(), 0)
-		if err == nil {
-			_, err = client.GetChannelAccessTokenKeyIDsV2_1(ctx, a)
-		}
+		g.Go(func() error {
+			signer := &oauth.Signer{ChannelID: ch.ID, KeyID: ch.KeyID, Key: ch.Key}
+			a, err := signer.Sign(time.Now(), 0)
+			if err == nil {
+				_, err = client.GetChannelAccessTokenKeyIDsV2_1(gctx, a)
+			}
+			if err != nil {
+				lineErrs[i] = fmt.Errorf("channels[%d] (%s): LINE: %w", i, ch.Label(), err)
+			}
+			return nil
+		})
+	}
+	_ = g.Wait() // the calls return no error: each is kept in lineErrs
+	for _, err := range lineErrs {
 		if err != nil {
-			errs = append(errs, fmt.Errorf("channels[%d] (%s): LINE: %w", i, ch.Label(), err))
+			errs = append(errs, err)
 		}
 	}
 	return errs

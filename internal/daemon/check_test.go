@@ -3,11 +3,16 @@ package daemon
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/tokend/tokend/internal/config"
 	"github.com/tokend/tokend/internal/socket"
@@ -137,6 +142,63 @@ func TestCheckHookPrograms(t *testing.T) {
 	for i, w := range want {
 		if !strings.HasPrefix(hookErrs[i], "channels[0]."+w+": ") {
 			t.Errorf("error %d: %q, want it about %s", i, hookErrs[i], w)
+		}
+	}
+}
+
+// TestCheckOnlineInParallel: check -online asks LINE for every keyed
+// channel's key IDs line.max_in_flight at a time, not one after another
+// (an unreachable LINE took line.timeout per channel), and still lists the
+// channels' problems in config order.
+func TestCheckOnlineInParallel(t *testing.T) {
+	dir := t.TempDir()
+	keyPath := writeKeys(t, dir, 1)[0]
+	var mu sync.Mutex
+	inFlight, most := 0, 0
+	all4 := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		mu.Lock()
+		inFlight++
+		most = max(most, inFlight)
+		if inFlight == 4 {
+			close(all4)
+		}
+		mu.Unlock()
+		select { // held until four are in flight at once, or 2 s
+		case <-all4:
+		case <-time.After(2 * time.Second):
+		}
+		mu.Lock()
+		inFlight--
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusNotFound)
+		_, _ = w.Write([]byte(`{"message":"Cannot find channel key that satisfies the conditions"}`))
+	}))
+	defer srv.Close()
+	var chans strings.Builder
+	for i := range 8 {
+		fmt.Fprintf(&chans, "  - {id: \"16570000%02d\", name: bot-%d, key_id: kid-1, private_key_file: %s, channel_secret: s}\n", i, i, keyPath)
+	}
+	cfgPath := filepath.Join(dir, "config.yaml")
+	y := fmt.Sprintf("state_dir: %s\nline: {base_url: %q, max_in_flight: 4}\nsocket: {path: \"\"}\nchannels:\n%s", filepath.Join(dir, "state"), srv.URL, chans.String())
+	if err := os.WriteFile(cfgPath, []byte(y), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := Check(context.Background(), cfg, true, "test")
+	if most != 4 {
+		t.Errorf("at most %d calls at once; want line.max_in_flight, 4", most)
+	}
+	if len(errs) != 8 {
+		t.Fatalf("%d errors; want one per channel: %v", len(errs), errs)
+	}
+	for i, err := range errs {
+		if want := fmt.Sprintf("channels[%d] (bot-%d): LINE:", i, i); !strings.HasPrefix(err.Error(), want) {
+			t.Errorf("error %d: %v; want it to begin %q", i, err, want)
 		}
 	}
 }
