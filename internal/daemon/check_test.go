@@ -166,6 +166,9 @@ func TestCheckOnlineInParallel(t *testing.T) {
 		mu.Unlock()
 		select { // held until four are in flight at once, or 2 s
 		case <-all4:
+			// and a little longer: without the limit, the other four
+			// would arrive meanwhile (with it, they cannot start yet)
+			time.Sleep(50 * time.Millisecond)
 		case <-time.After(2 * time.Second):
 		}
 		mu.Lock()
