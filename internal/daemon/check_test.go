@@ -155,13 +155,14 @@ func TestCheckOnlineInParallel(t *testing.T) {
 	keyPath := writeKeys(t, dir, 1)[0]
 	var mu sync.Mutex
 	inFlight, most := 0, 0
-	all4 := make(chan struct{})
+	all4 := make(chan struct{}) // closed once four have been in flight at once
+	var once sync.Once
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		mu.Lock()
 		inFlight++
 		most = max(most, inFlight)
 		if inFlight == 4 {
-			close(all4)
+			once.Do(func() { close(all4) })
 		}
 		mu.Unlock()
 		select { // held until four are in flight at once, or 2 s
