@@ -14,8 +14,9 @@
 #   /shared/tokens            where the examples write token files (outputs[].path)
 # See deploy/compose and deploy/kubernetes.
 
-# Go from go.mod's `go` line or newer (the golang images set GOTOOLCHAIN=local,
-# so an older Go refuses to build rather than download a toolchain).
+# Go from go.mod's `go` line (1.26.8) or newer (the golang images set
+# GOTOOLCHAIN=local, so an older Go refuses to build rather than download a
+# toolchain: pull golang:1.26 again if a cached image is older).
 ARG GO_VERSION=1.26
 
 # --- build: a static binary -----------------------------------------------

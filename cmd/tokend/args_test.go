@@ -127,3 +127,24 @@ func TestConfigErrorsNameTheFile(t *testing.T) {
 		}
 	}
 }
+
+// TestClientArgumentErrors: token and status say what to fix, exit 2: a
+// flag after the channel (the flag package stops at the first argument),
+// an empty channel, an empty -socket.
+func TestClientArgumentErrors(t *testing.T) {
+	e := newEnv(t, 0, "")
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"token", "shop-bot", "-socket", "/run/x.sock"}, "tokend token: flags go before the channel: tokend token -socket /run/x.sock shop-bot\n"},
+		{[]string{"token", ""}, "tokend token: usage: tokend token [-socket S] CHANNEL\n"},
+		{[]string{"token", "-socket", "", "shop-bot"}, "tokend token: -socket: empty path\n"},
+		{[]string{"status", "-socket", ""}, "tokend status: -socket: empty path\n"},
+	} {
+		code, out, stderr := e.runCmd(tt.args...)
+		if code != 2 || out != "" || stderr != tt.want {
+			t.Errorf("%q: exit %d, stdout %q, stderr %q; want exit 2, stderr %q", tt.args, code, out, stderr, tt.want)
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/tokend/tokend/internal/config"
@@ -25,8 +26,14 @@ func cmdToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if fs.NArg() != 1 {
+	switch {
+	case fs.NArg() > 1 && strings.HasPrefix(fs.Arg(1), "-"):
+		// The flag package stops at the first argument.
+		return usage("flags go before the channel: tokend token %s %s", strings.Join(fs.Args()[1:], " "), fs.Arg(0))
+	case fs.NArg() != 1 || fs.Arg(0) == "":
 		return usage("usage: tokend token [-socket S] CHANNEL")
+	case *path == "":
+		return usage("-socket: empty path")
 	}
 	tok, err := socket.NewClient(*path).Token(ctx, fs.Arg(0))
 	if err != nil {
@@ -42,8 +49,11 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
+	switch {
+	case fs.NArg() > 0:
 		return usage("usage: tokend status [-socket S]")
+	case *path == "":
+		return usage("-socket: empty path")
 	}
 	st, err := socket.NewClient(*path).Status(ctx)
 	if err != nil {
