@@ -148,3 +148,19 @@ func TestClientArgumentErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestBadFlagReportedOnce: a flag error is printed once, as every command
+// error is ("tokend token: ..."), after the command's flags; -h prints the
+// flags and exits 0.
+func TestBadFlagReportedOnce(t *testing.T) {
+	e := newEnv(t, 0, "")
+	code, _, stderr := e.runCmd("token", "-nope", "x")
+	const msg = "flag provided but not defined: -nope"
+	if code != 2 || strings.Count(stderr, msg) != 1 || !strings.HasSuffix(stderr, "tokend token: "+msg+"\n") || !strings.Contains(stderr, "-socket string") {
+		t.Errorf("bad flag: exit %d, stderr:\n%s", code, stderr)
+	}
+	code, _, stderr = e.runCmd("token", "-h")
+	if code != 0 || !strings.Contains(stderr, "-socket string") {
+		t.Errorf("-h: exit %d, stderr:\n%s", code, stderr)
+	}
+}
