@@ -455,6 +455,12 @@ func TestKeygen(t *testing.T) {
 	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "already exists") {
 		t.Errorf("keygen over an existing file: %v %s", err, out)
 	}
+	// Into a directory that is not there: the message says to create it.
+	missing := filepath.Join(dir, "keys")
+	cmd = exec.Command(binary, "keygen", "-out", filepath.Join(missing, "k.jwk"))
+	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "(directory "+missing+" does not exist: create it first, mode 0700)") {
+		t.Errorf("keygen into a missing directory: %v %s", err, out)
+	}
 }
 
 // notifySocket is a datagram socket standing in for systemd's.

@@ -2,8 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 
 	"github.com/tokend/tokend/internal/oauth"
 )
@@ -19,6 +22,10 @@ func cmdKeygen(_ context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	pub, err := oauth.WriteNewKey(*out)
 	if err != nil {
+		dir := filepath.Dir(*out)
+		if _, serr := os.Stat(dir); errors.Is(err, os.ErrNotExist) && errors.Is(serr, os.ErrNotExist) {
+			return fmt.Errorf("%w (directory %s does not exist: create it first, mode 0700)", err, dir)
+		}
 		return err
 	}
 	fmt.Fprintf(stderr, "wrote private key %s (mode 0600). Register this public key in the LINE Developers Console\n(channel > Basic settings > Assertion Signing Key); put the kid it returns in key_id:\n", *out)
