@@ -249,19 +249,7 @@ channels:
 	}
 	state, sock, out := filepath.Join(dir, "state"), filepath.Join(dir, "s.sock"), filepath.Join(dir, "bot-1.json")
 	write(state, sock, out)
-	cfg, err := config.Load(cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	core, logs := observer.New(zapcore.InfoLevel)
-	notes := make(chan string, 16)
-	reload := make(chan struct{})
-	d, err := New(cfg, Options{Logger: zap.New(core), Reload: reload, ConfigPath: cfgPath, Notify: func(s string) { notes <- s }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	defer runDaemon(t, d)()
+	logs, notes, reload := startReloadable(t, cfgPath)
 	waitFor := func(want string) {
 		t.Helper()
 		for {
@@ -338,19 +326,7 @@ channels:
 		}
 	}
 	write("http://127.0.0.1:1") // refused: the start never gets its token
-	cfg, err := config.Load(cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	core, logs := observer.New(zapcore.InfoLevel)
-	notes := make(chan string, 16)
-	reload := make(chan struct{})
-	d, err := New(cfg, Options{Logger: zap.New(core), Reload: reload, ConfigPath: cfgPath, Notify: func(s string) { notes <- s }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	defer runDaemon(t, d)()
+	logs, notes, reload := startReloadable(t, cfgPath)
 	reloaded := func(n int) {
 		t.Helper()
 		deadline := time.Now().Add(10 * time.Second)
@@ -459,4 +435,25 @@ channels:
 		}
 	}
 	get("after a reload")
+}
+
+// startReloadable loads cfgPath and runs a daemon on it, logging to the
+// returned observer at info, with systemd's notifications and reload
+// requests through the returned channels; it stops at the test's end.
+func startReloadable(t *testing.T, cfgPath string) (*observer.ObservedLogs, chan string, chan struct{}) {
+	t.Helper()
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	core, logs := observer.New(zapcore.InfoLevel)
+	notes := make(chan string, 16)
+	reload := make(chan struct{})
+	d, err := New(cfg, Options{Logger: zap.New(core), Reload: reload, ConfigPath: cfgPath, Notify: func(s string) { notes <- s }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := runDaemon(t, d)
+	t.Cleanup(func() { stop(); d.Close() })
+	return logs, notes, reload
 }

@@ -274,14 +274,7 @@ func TestHooksDueOnRotation(t *testing.T) {
 	h := newHarness(t, 1, nil)
 	ch := &h.chans[0]
 	ch.Hooks = []hooks.Spec{{Exec: []string{"/bin/true"}}}
-	release := make(chan struct{})
-	h.opts.Hooks = func(ctx context.Context, _ []hooks.Spec, _ hooks.Event, _ *zap.Logger) error {
-		select {
-		case <-release:
-		case <-ctx.Done():
-		}
-		return nil
-	}
+	release := holdHooks(h)
 	h.start()
 	defer h.stop()
 	h.advance(ch.TokenTTL-ch.RotateBefore+time.Hour, nil) // the first token's hooks still running
@@ -317,14 +310,7 @@ func TestHooksDueOnRotation(t *testing.T) {
 func TestHooksRanUnrecorded(t *testing.T) {
 	h := newHarness(t, 1, nil)
 	h.chans[0].Hooks = []hooks.Spec{{Exec: []string{"/bin/true"}}}
-	release := make(chan struct{})
-	h.opts.Hooks = func(ctx context.Context, _ []hooks.Spec, _ hooks.Event, _ *zap.Logger) error {
-		select {
-		case <-release:
-		case <-ctx.Done():
-		}
-		return nil
-	}
+	release := holdHooks(h)
 	st := &commitFailStore{Store: h.store, id: h.chans[0].ID}
 	h.opts.Store = st
 	h.start()
@@ -346,4 +332,18 @@ func TestHooksRanUnrecorded(t *testing.T) {
 			t.Fatalf("a log line holds the token: %s", e.Message)
 		}
 	}
+}
+
+// holdHooks makes h's hook runs wait until release is closed (or sent on,
+// once per run) or their context ends.
+func holdHooks(h *harness) (release chan struct{}) {
+	release = make(chan struct{})
+	h.opts.Hooks = func(ctx context.Context, _ []hooks.Spec, _ hooks.Event, _ *zap.Logger) error {
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return nil
+	}
+	return release
 }
