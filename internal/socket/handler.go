@@ -28,6 +28,7 @@ import (
 	"net/url"
 	"path"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"unicode/utf8"
@@ -284,21 +285,36 @@ func tokenFormat(r *http.Request) (string, error) {
 	default:
 		return "", fmt.Errorf("unknown format %q (want json or raw)", clip(f))
 	}
+	// Of text/plain and application/json, the one Accept weighs highest
+	// (q, default 1; the first listed on a tie); q=0 refuses it.
+	best, bestQ := output.FormatJSON, 0.0
 	for _, accept := range r.Header.Values("Accept") {
 		for part := range strings.SplitSeq(accept, ",") {
-			mt, _, err := mime.ParseMediaType(strings.TrimSpace(part))
+			mt, params, err := mime.ParseMediaType(strings.TrimSpace(part))
 			if err != nil {
 				continue
 			}
+			var f string
 			switch mt {
 			case "text/plain":
-				return output.FormatRaw, nil
+				f = output.FormatRaw
 			case "application/json":
-				return output.FormatJSON, nil
+				f = output.FormatJSON
+			default:
+				continue
+			}
+			q := 1.0
+			if v, ok := params["q"]; ok {
+				if q, err = strconv.ParseFloat(v, 64); err != nil {
+					continue
+				}
+			}
+			if q > bestQ {
+				best, bestQ = f, q
 			}
 		}
 	}
-	return output.FormatJSON, nil
+	return best, nil
 }
 
 // channels serves GET /v1/channels.
