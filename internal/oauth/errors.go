@@ -75,6 +75,11 @@ func (e *APIError) Error() string {
 	return b.String()
 }
 
+// FromLINE reports whether the answer's body was an error in one of LINE's
+// JSON shapes (a message or an error code): not a proxy's page, an empty
+// body or something that is not LINE at all.
+func (e *APIError) FromLINE() bool { return e.Message != "" || e.Code != "" }
+
 // Is reports whether e is one of ErrTokenLimit, ErrKeyNotFound or ErrInvalidClient.
 func (e *APIError) Is(target error) bool {
 	switch target {
@@ -91,7 +96,7 @@ func (e *APIError) Is(target error) bool {
 		// means LINE could not match the assertion to a registered key,
 		// whatever its words. Not one without: a proxy's HTML page, or a
 		// wrong line.base_url path, is no news about keys.
-		if e.Message == "" && e.Code == "" {
+		if !e.FromLINE() {
 			return false
 		}
 		switch e.Endpoint {

@@ -382,7 +382,7 @@ func remedy(err error, c *channel) string {
 // notLINE404 reports a 404 whose body was not LINE's JSON error.
 func notLINE404(err error) bool {
 	var ae *oauth.APIError
-	return errors.As(err, &ae) && ae.StatusCode == http.StatusNotFound && ae.Message == "" && ae.Code == ""
+	return errors.As(err, &ae) && ae.StatusCode == http.StatusNotFound && !ae.FromLINE()
 }
 
 // assertion returns a signed assertion for c, reusing the last one while
