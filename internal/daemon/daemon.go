@@ -220,9 +220,10 @@ func New(cfg *config.Config, o Options) (*Daemon, error) {
 // one run each). Later, with the store's commits batched, 3 Ps looked
 // better than 4 (tokend's CPU for the cold start: 13.5-13.7 s with 3,
 // 14.1-14.6 s with 4; tokend-bench -cold-only, not alternated, and partly
-// with stray processes on the machine). Since signatures run on one worker per
-// CPU (the rotator's signPool), 3 and 4 are alike (ratios 1.43, 1.44, 1.61
-// with 3 and 1.46, 1.39, 1.46 with 4, alternating). Outside bursts the
+// with stray processes on the machine). With signatures on one worker per
+// CPU, 3 and 4 were alike (ratios 1.43, 1.44, 1.61 with 3 and 1.46, 1.39,
+// 1.46 with 4, alternating); since 2026-12-06 they run on one worker per P
+// (the rotator's signPool), so the third P signs too. Outside bursts the
 // default stays: more Ps than CPUs let the GC's dedicated mark worker hold
 // a CPU while socket requests wait, which raised the paced p99.
 //

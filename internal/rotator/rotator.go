@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -164,12 +163,11 @@ func New(channels []Channel, o Options) (*Rotator, error) {
 		o.Rand = rand.Float64
 	}
 	r := &Rotator{
-		o:     o,
-		log:   o.Logger,
-		clock: o.Clock,
-		gate:  newGate(o.MaxInFlight),
-		// Before any burst raises GOMAXPROCS: one worker per CPU Go uses.
-		signs:  newSignPool(runtime.GOMAXPROCS(0)),
+		o:      o,
+		log:    o.Logger,
+		clock:  o.Clock,
+		gate:   newGate(o.MaxInFlight),
+		signs:  newSignPool(0), // a worker per P, bursts' extra Ps included
 		chans:  map[string]*channel{},
 		readyC: make(chan struct{}),
 	}

@@ -1,6 +1,7 @@
 package rotator
 
 import (
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -11,8 +12,22 @@ import (
 // enough, every call returns after its work ran, and no worker outlives the
 // queue.
 func TestSignPool(t *testing.T) {
-	const workers, calls = 3, 40
-	p := newSignPool(workers)
+	checkSignPool(t, newSignPool(3), 3)
+}
+
+// TestSignPoolPerP: the rotator's pool (max 0) runs one worker per P as
+// GOMAXPROCS is when work arrives, so a burst's extra Ps sign too.
+func TestSignPoolPerP(t *testing.T) {
+	p := newSignPool(0)
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(5))
+	checkSignPool(t, p, 5)
+	runtime.GOMAXPROCS(2)
+	checkSignPool(t, p, 2)
+}
+
+func checkSignPool(t *testing.T, p *signPool, workers int32) {
+	t.Helper()
+	const calls = 40
 	var running, peak, ran atomic.Int32
 	release := make(chan struct{})
 	var wg sync.WaitGroup
