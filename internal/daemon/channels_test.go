@@ -120,3 +120,22 @@ func BenchmarkChannelsDistinctKeys(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/64, "ns/key")
 }
+
+// BenchmarkChannels10k turns a 10,000-channel config sharing one key file
+// into the rotator's, as a start does before its first issue.
+func BenchmarkChannels10k(b *testing.B) {
+	key := writeKeys(b, b.TempDir(), 1)[0]
+	cfg := &config.Config{}
+	for i := range 10_000 {
+		cfg.Channels = append(cfg.Channels, config.Channel{
+			ID: fmt.Sprint(1_000_000_000 + i), Name: fmt.Sprintf("b%05d", i), Kind: config.KindV21,
+			PrivateKeyFile: key, Outputs: []config.Output{{Path: fmt.Sprintf("/run/t/b%05d.token", i), Format: "raw", Mode: 0o600}},
+		})
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Channels(cfg); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

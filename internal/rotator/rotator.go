@@ -168,7 +168,7 @@ func New(channels []Channel, o Options) (*Rotator, error) {
 		clock:  o.Clock,
 		gate:   newGate(o.MaxInFlight),
 		signs:  newSignPool(0), // a worker per P, bursts' extra Ps included
-		chans:  map[string]*channel{},
+		chans:  make(map[string]*channel, len(channels)),
 		readyC: make(chan struct{}),
 	}
 	r.hookCtx, r.killHooks = context.WithCancel(context.Background())
