@@ -28,7 +28,7 @@ import (
 // kept the CPUs busy 95.2-97.2 % of a 10,000-channel cold start, against
 // 91.2-94.2 %, and the ratio's median was 1.44 against 1.53
 // (tokend-bench -cold-only, 9 alternating runs each, 2026-12-06,
-// 18:10-18:30 UTC; 4 workers: 95.8-96.1 % in 4). Outside bursts
+// 18:10-18:20 UTC; 4 workers: 95.8-96.1 % in 4). Outside bursts
 // GOMAXPROCS is the CPUs Go uses, as before.
 type signPool struct {
 	mu      sync.Mutex
