@@ -39,7 +39,7 @@ type Spec struct {
 	Exec    []string      // program and arguments, run without a shell
 	Signal  string        // HUP, USR1, USR2, TERM or INT ("SIGHUP" too)
 	PIDFile string        // file holding the pid to signal
-	Timeout time.Duration // exec only; 0: DefaultTimeout
+	Timeout time.Duration // 0: DefaultTimeout
 }
 
 // Event describes the rotation that triggers the hooks.
@@ -88,7 +88,7 @@ func Run(ctx context.Context, specs []Spec, ev Event, log *zap.Logger) error {
 		case "exec":
 			out, err = runExec(ctx, s, ev)
 		case "signal":
-			err = sendSignal(s)
+			err = sendSignal(ctx, s)
 		default:
 			err = errors.New("a hook needs either exec or signal with pid_file")
 		}
@@ -220,14 +220,26 @@ func ParseSignal(name string) (syscall.Signal, error) {
 	return sig, nil
 }
 
-// ReadPID reads the process ID in path: a positive decimal integer,
-// surrounded by optional white space.
+// maxPID is the largest process ID Linux hands out (PID_MAX_LIMIT on
+// 64-bit systems). A larger number is no process: kill(2) takes a 32-bit
+// pid_t, so 4294967296 would arrive as 0 (tokend's own process group) and
+// 4294967295 as -1 (every process tokend may signal).
+const maxPID = 1 << 22
+
+// ReadPID reads the process ID in path: a decimal integer from 1 to
+// 4194304, surrounded by optional white space. path must be a regular
+// file: a FIFO or a device there is refused without blocking.
 func ReadPID(path string) (int, error) {
-	f, err := os.Open(path)
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return 0, fmt.Errorf("pid file: %w", err)
 	}
 	defer f.Close()
+	if fi, err := f.Stat(); err != nil {
+		return 0, fmt.Errorf("pid file: %w", err)
+	} else if !fi.Mode().IsRegular() {
+		return 0, fmt.Errorf("pid file %s is not a regular file", path)
+	}
 	buf, err := io.ReadAll(io.LimitReader(f, maxPIDFile+1))
 	if err != nil {
 		return 0, fmt.Errorf("pid file: %w", err)
@@ -240,14 +252,16 @@ func ReadPID(path string) (int, error) {
 		return 0, fmt.Errorf("pid file %s is empty", path)
 	}
 	pid, err := strconv.Atoi(s)
-	if err != nil || pid <= 0 {
-		return 0, fmt.Errorf("pid file %s holds %q, not a positive integer", path, s)
+	if err != nil || pid <= 0 || pid > maxPID {
+		return 0, fmt.Errorf("pid file %s holds %q, not a process ID (1 to %d)", path, s, maxPID)
 	}
 	return pid, nil
 }
 
-// sendSignal sends s.Signal to the process in s.PIDFile.
-func sendSignal(s Spec) error {
+// sendSignal sends s.Signal to the process in s.PIDFile, within the
+// hook's timeout and ctx: a pid file on a file system that stopped
+// answering leaves its read behind, not the hooks (and a stop) waiting.
+func sendSignal(ctx context.Context, s Spec) error {
 	sig, err := ParseSignal(s.Signal)
 	if err != nil {
 		return fmt.Errorf("signal: %w", err)
@@ -255,9 +269,40 @@ func sendSignal(s Spec) error {
 	if s.PIDFile == "" {
 		return errors.New("signal: no pid_file")
 	}
-	pid, err := ReadPID(s.PIDFile)
+	timeout := s.Timeout
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	hctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	done := make(chan error, 1)
+	read := readPID
+	go func() { done <- signalPID(s, sig, read) }()
+	select {
+	case err := <-done:
+		return err
+	case <-hctx.Done():
+		return fmt.Errorf("signal: pid file %s not read within %v: %w", s.PIDFile, timeout, hctx.Err())
+	}
+}
+
+// readPID is ReadPID; a test replaces it with one that hangs.
+var readPID = ReadPID
+
+func signalPID(s Spec, sig syscall.Signal, readPID func(string) (int, error)) error {
+	pid, err := readPID(s.PIDFile)
 	if err != nil {
 		return fmt.Errorf("signal: %w", err)
+	}
+	switch pid {
+	case 1:
+		// Init: systemd (which takes SIGINT for ctrl-alt-del), or in a
+		// container tokend itself. A bot in another container writes
+		// the pid its own namespace gave it, often 1, which is not a
+		// process tokend can reach.
+		return fmt.Errorf("signal: pid file %s names pid 1, the init process of tokend's PID namespace; refusing. A bot in another container must share its process namespace with tokend (its pid file then holds the pid tokend sees), or use an exec hook", s.PIDFile)
+	case os.Getpid():
+		return fmt.Errorf("signal: pid file %s names tokend's own pid %d; refusing", s.PIDFile, pid)
 	}
 	if err := syscall.Kill(pid, sig); err != nil {
 		return fmt.Errorf("signal %s to pid %d (from %s): %w", s.Signal, pid, s.PIDFile, err)
@@ -285,8 +330,53 @@ func (t *tails) fields(redact []string) []zap.Field {
 
 // redactAll replaces every secret in s with [redacted]. A tail cut off
 // inside a secret starts with its end: a start of s that is the last 8 or
-// more bytes of a secret is redacted too.
+// more bytes of a secret is redacted too. Then so is anything that could
+// be another channel's token (redactTokenLike): a hook shared by several
+// channels may print theirs.
 func redactAll(s string, secrets []string) string {
+	return redactTokenLike(redactSecrets(s, secrets))
+}
+
+// Token-like text: LINE's tokens are base64 (short-lived, 172 characters)
+// or JWTs (v2.1 and stateless, longer), so any run of tokenRun or more
+// base64 and JWT characters is logged as [redacted]; so is a run of
+// cutRun or more at the start of a tail whose start was dropped, which
+// may be a token's end.
+const tokenRun, cutRun = 100, 16
+
+func tokenChar(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
+		c == '-' || c == '_' || c == '.' || c == '+' || c == '/' || c == '='
+}
+
+func redactTokenLike(s string) string {
+	const mark = "[redacted]"
+	var b strings.Builder
+	body, cut := strings.CutPrefix(s, "...")
+	if cut {
+		b.WriteString("...")
+	}
+	for i := 0; i < len(body); {
+		j := i
+		for j < len(body) && tokenChar(body[j]) {
+			j++
+		}
+		switch {
+		case j-i >= tokenRun, cut && i == 0 && j-i >= cutRun:
+			b.WriteString(mark)
+		default:
+			b.WriteString(body[i:j])
+		}
+		if j == len(body) {
+			break
+		}
+		b.WriteByte(body[j])
+		i = j + 1
+	}
+	return b.String()
+}
+
+func redactSecrets(s string, secrets []string) string {
 	const mark, minPart = "[redacted]", 8
 	for _, sec := range secrets {
 		if sec == "" {

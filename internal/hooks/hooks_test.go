@@ -2,11 +2,13 @@ package hooks
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"os"
-	"os/signal"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -291,28 +293,82 @@ func TestTailBuffer(t *testing.T) {
 	}
 }
 
+// startTrap starts a shell that, sent SIGUSR1, writes "usr1" to the file
+// it returns and exits; it returns once the trap is set.
+func startTrap(t *testing.T) (*exec.Cmd, string) {
+	t.Helper()
+	dir := t.TempDir()
+	got, ready := filepath.Join(dir, "got"), filepath.Join(dir, "ready")
+	cmd := exec.Command("sh", "-c", `trap 'echo usr1 > "$1"; exit 0' USR1; : > "$2"; while :; do sleep 0.01; done`, "sh", got, ready)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(5 * time.Millisecond) {
+		if _, err := os.Stat(ready); err == nil {
+			return cmd, got
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the trap shell did not start")
+		}
+	}
+}
+
 func TestRunSignal(t *testing.T) {
 	for _, name := range []string{"USR1", "SIGUSR1", "usr1"} {
 		t.Run(name, func(t *testing.T) {
-			c := make(chan os.Signal, 1)
-			signal.Notify(c, syscall.SIGUSR1)
-			defer signal.Stop(c)
+			cmd, got := startTrap(t)
 			pidFile := filepath.Join(t.TempDir(), "bot.pid")
-			if err := os.WriteFile(pidFile, []byte(" "+strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+			if err := os.WriteFile(pidFile, []byte(" "+strconv.Itoa(cmd.Process.Pid)+"\n"), 0o644); err != nil {
 				t.Fatal(err)
 			}
 			if err := Run(context.Background(), []Spec{{Signal: name, PIDFile: pidFile}}, Event{ChannelID: "1"}, nil); err != nil {
 				t.Fatal(err)
 			}
+			done := make(chan error, 1)
+			go func() { done <- cmd.Wait() }()
 			select {
-			case s := <-c:
-				if s != syscall.SIGUSR1 {
-					t.Fatalf("got %v", s)
+			case err := <-done:
+				if err != nil {
+					t.Fatalf("the signalled shell: %v", err)
 				}
-			case <-time.After(5 * time.Second):
-				t.Fatal("no SIGUSR1 received")
+			case <-time.After(time.Minute):
+				t.Fatal("the shell did not get SIGUSR1")
+			}
+			if b, err := os.ReadFile(got); err != nil || strings.TrimSpace(string(b)) != "usr1" {
+				t.Fatalf("the shell's trap wrote %q, %v", b, err)
 			}
 		})
+	}
+}
+
+// TestSignalBounded: a pid file that does not answer (a hung network file
+// system) costs the hook its timeout, not the hooks after it and a stop.
+func TestSignalBounded(t *testing.T) {
+	hang := make(chan struct{})
+	defer close(hang)
+	readPID = func(string) (int, error) { <-hang; return 0, errors.New("unblocked") }
+	defer func() { readPID = ReadPID }()
+	send := func(ctx context.Context, s Spec) error {
+		done := make(chan error, 1)
+		go func() { done <- sendSignal(ctx, s) }()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(30 * time.Second): // a hang guard, not a measurement
+			t.Fatal("sendSignal still waiting for the pid file after 30s")
+			return nil
+		}
+	}
+	err := send(context.Background(), Spec{Signal: "HUP", PIDFile: "/nfs/bot.pid", Timeout: 50 * time.Millisecond})
+	if err == nil || !strings.Contains(err.Error(), "pid file /nfs/bot.pid not read within 50ms") {
+		t.Fatalf("err = %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	err = send(ctx, Spec{Signal: "HUP", PIDFile: "/nfs/bot.pid", Timeout: time.Hour})
+	if err == nil || !errors.Is(err, context.Canceled) {
+		t.Fatalf("with ctx done: err = %v", err)
 	}
 }
 
@@ -326,6 +382,12 @@ func TestSignalErrors(t *testing.T) {
 		return p
 	}
 	good := pf("good", strconv.Itoa(os.Getpid()))
+	// A FIFO blocks an open for reading until a writer comes: refused
+	// without opening it so.
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name string
 		spec Spec
@@ -335,19 +397,29 @@ func TestSignalErrors(t *testing.T) {
 		{"no signal", Spec{PIDFile: good}, `signal: unknown signal "" (want HUP, USR1, USR2, TERM or INT)`},
 		{"no pid file", Spec{Signal: "HUP"}, "signal: no pid_file"},
 		{"empty", Spec{Signal: "HUP", PIDFile: pf("empty", " \n")}, "signal: pid file " + dir + "/empty is empty"},
-		{"text", Spec{Signal: "HUP", PIDFile: pf("text", "abc\n")}, "signal: pid file " + dir + `/text holds "abc", not a positive integer`},
-		{"zero", Spec{Signal: "HUP", PIDFile: pf("zero", "0")}, "signal: pid file " + dir + `/zero holds "0", not a positive integer`},
-		{"negative", Spec{Signal: "HUP", PIDFile: pf("neg", "-1")}, "signal: pid file " + dir + `/neg holds "-1", not a positive integer`},
-		{"two numbers", Spec{Signal: "HUP", PIDFile: pf("two", "12 34")}, "signal: pid file " + dir + `/two holds "12 34", not a positive integer`},
-		{"control bytes", Spec{Signal: "HUP", PIDFile: pf("ctl", "1\x1b[2J")}, "signal: pid file " + dir + `/ctl holds "1\x1b[2J", not a positive integer`},
+		{"text", Spec{Signal: "HUP", PIDFile: pf("text", "abc\n")}, "signal: pid file " + dir + `/text holds "abc", not a process ID (1 to 4194304)`},
+		{"zero", Spec{Signal: "HUP", PIDFile: pf("zero", "0")}, "signal: pid file " + dir + `/zero holds "0", not a process ID (1 to 4194304)`},
+		{"negative", Spec{Signal: "HUP", PIDFile: pf("neg", "-1")}, "signal: pid file " + dir + `/neg holds "-1", not a process ID (1 to 4194304)`},
+		{"two numbers", Spec{Signal: "HUP", PIDFile: pf("two", "12 34")}, "signal: pid file " + dir + `/two holds "12 34", not a process ID (1 to 4194304)`},
+		{"control bytes", Spec{Signal: "HUP", PIDFile: pf("ctl", "1\x1b[2J")}, "signal: pid file " + dir + `/ctl holds "1\x1b[2J", not a process ID (1 to 4194304)`},
 		{"huge", Spec{Signal: "HUP", PIDFile: pf("huge", strings.Repeat("9", 100))}, "signal: pid file " + dir + "/huge is too long to hold a pid"},
-		{"overflow", Spec{Signal: "HUP", PIDFile: pf("overflow", strings.Repeat("9", 30))}, "signal: pid file " + dir + `/overflow holds "` + strings.Repeat("9", 30) + `", not a positive integer`},
-		{"directory", Spec{Signal: "HUP", PIDFile: dir}, "signal: pid file: read " + dir + ": is a directory"},
+		{"overflow", Spec{Signal: "HUP", PIDFile: pf("overflow", strings.Repeat("9", 30))}, "signal: pid file " + dir + `/overflow holds "` + strings.Repeat("9", 30) + `", not a process ID (1 to 4194304)`},
+		// kill(2) takes a 32-bit pid_t: these would arrive as 0 (tokend's
+		// own process group), -1 (every process it may signal) and -25529
+		// (process group 25529).
+		{"wraps to 0", Spec{Signal: "HUP", PIDFile: pf("w0", "4294967296")}, "signal: pid file " + dir + `/w0 holds "4294967296", not a process ID (1 to 4194304)`},
+		{"wraps to -1", Spec{Signal: "HUP", PIDFile: pf("wm1", "4294967295")}, "signal: pid file " + dir + `/wm1 holds "4294967295", not a process ID (1 to 4194304)`},
+		{"wraps to a group", Spec{Signal: "HUP", PIDFile: pf("wg", "4294941767")}, "signal: pid file " + dir + `/wg holds "4294941767", not a process ID (1 to 4194304)`},
+		{"past pid_max", Spec{Signal: "HUP", PIDFile: pf("big", "4194305")}, "signal: pid file " + dir + `/big holds "4194305", not a process ID (1 to 4194304)`},
+		{"init", Spec{Signal: "HUP", PIDFile: pf("init", "1\n")}, "signal: pid file " + dir + "/init names pid 1, the init process of tokend's PID namespace; refusing. A bot in another container must share its process namespace with tokend (its pid file then holds the pid tokend sees), or use an exec hook"},
+		{"tokend itself", Spec{Signal: "TERM", PIDFile: good}, "signal: pid file " + dir + "/good names tokend's own pid " + strconv.Itoa(os.Getpid()) + "; refusing"},
+		{"directory", Spec{Signal: "HUP", PIDFile: dir}, "signal: pid file " + dir + " is not a regular file"},
+		{"fifo", Spec{Signal: "HUP", PIDFile: fifo}, "signal: pid file " + fifo + " is not a regular file"},
 		{"no such process", Spec{Signal: "HUP", PIDFile: pf("gone", "4194304")}, "signal HUP to pid 4194304 (from " + dir + "/gone): no such process"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := sendSignal(tt.spec)
+			err := sendSignal(context.Background(), tt.spec)
 			if err == nil || err.Error() != tt.want {
 				t.Fatalf("err = %v\nwant  %s", err, tt.want)
 			}
@@ -400,7 +472,7 @@ func TestRunRedacts(t *testing.T) {
 	ev := Event{ChannelID: "1", Redact: []string{token, old, "", secret}}
 	loud := script(t, dir, "loud.sh", "echo \"Authorization: Bearer "+token+"\"\necho old="+old+" >&2\necho secret="+secret+"\nexit 3\n")
 	// A tail that begins inside the token: only its last 20 bytes kept.
-	cut := script(t, dir, "cut.sh", fmt.Sprintf("printf '%%s' '%s'\nprintf 'x%%.0s' $(seq %d)\necho\n", token, outputTail-20))
+	cut := script(t, dir, "cut.sh", fmt.Sprintf("printf '%%s' '%s'\nprintf ' x%%.0s' $(seq %d)\necho\n", token, (outputTail-20)/2))
 	env := filepath.Join(dir, "env")
 	dump := script(t, dir, "env.sh", "env > "+env+"\n")
 	log, logs := observed()
@@ -428,7 +500,7 @@ func TestRunRedacts(t *testing.T) {
 	if len(ran) != 2 {
 		t.Fatalf("%d hooks ran; want 2", len(ran))
 	}
-	if out, _ := ran[0].ContextMap()["stdout"].(string); !strings.HasPrefix(out, "...[redacted]xxx") {
+	if out, _ := ran[0].ContextMap()["stdout"].(string); !strings.HasPrefix(out, "...[redacted] x x") {
 		t.Errorf("a tail cut inside the token logged as %.40q...", out)
 	}
 	b, err := os.ReadFile(env)
@@ -444,6 +516,8 @@ func TestRunRedacts(t *testing.T) {
 
 func TestRedactAll(t *testing.T) {
 	secrets := []string{"0123456789abcdef", "short"}
+	// A short-lived token's shape: 128 random bytes in standard base64.
+	other := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{0xfb, 0xef, 0x7a}, 43)[:128])
 	for _, c := range []struct{ in, want string }{
 		{"a 0123456789abcdef b 0123456789abcdef", "a [redacted] b [redacted]"},
 		{"...89abcdef tail", "...[redacted] tail"}, // the last 8 bytes of a secret, at a cut
@@ -451,6 +525,14 @@ func TestRedactAll(t *testing.T) {
 		{"89abcdef at the start, uncut", "[redacted] at the start, uncut"},
 		{"a short one", "a [redacted] one"},
 		{"nothing here", "nothing here"},
+		// Another channel's token, which redactAll was not given.
+		{"Authorization: Bearer " + other + "\n", "Authorization: Bearer [redacted]\n"},
+		{`{"access_token":"` + other + `"}`, `{"access_token":"[redacted]"}`},
+		{"tok: " + other[:99] + " " + other[:100], "tok: " + other[:99] + " [redacted]"}, // 99 and 100 characters
+		{"..." + other[len(other)-16:] + " ok", "...[redacted] ok"},                      // a cut tail starting in one
+		{"..." + other[len(other)-15:] + " ok", "..." + other[len(other)-15:] + " ok"},   // 15: too few to tell
+		{other[len(other)-16:] + " uncut", other[len(other)-16:] + " uncut"},
+		{"/run/tokend/tokens/shop-bot.token written", "/run/tokend/tokens/shop-bot.token written"},
 	} {
 		if got := redactAll(c.in, secrets); got != c.want {
 			t.Errorf("redactAll(%q) = %q, want %q", c.in, got, c.want)
