@@ -22,6 +22,7 @@ package socket
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"mime"
 	"net/http"
@@ -190,24 +191,30 @@ func (h *handler) authorize(next http.Handler) http.Handler {
 		if a := h.allowed.Load(); a != nil {
 			allowed = *a
 		}
+		// A refused peer's connection is closed after the answer: it
+		// would be refused again.
+		refuse := func(msg string) {
+			w.Header().Set("Connection", "close")
+			writeError(w, http.StatusForbidden, msg)
+		}
 		switch {
 		case known && !p.unix:
 			if !publicPaths[r.URL.Path] {
-				writeError(w, http.StatusForbidden, "only /metrics, /healthz and /readyz are served outside the Unix socket")
+				refuse("only /metrics, /healthz and /readyz are served outside the Unix socket")
 				return
 			}
 		case len(allowed) == 0:
 		case !known:
-			writeError(w, http.StatusForbidden, "peer credentials unknown")
+			refuse("peer credentials unknown")
 			return
 		case p.err != nil:
 			h.log.Warn("cannot read peer credentials; request refused", zap.Error(p.err))
-			writeError(w, http.StatusForbidden, "peer credentials unavailable")
+			refuse("peer credentials unavailable")
 			return
 		case !slices.Contains(allowed, p.uid):
 			h.log.Warn("peer not in socket.allowed_uids; request refused",
 				zap.Int("uid", p.uid), zap.Int("pid", p.pid), zap.String("path", clip(r.URL.Path)))
-			writeError(w, http.StatusForbidden, fmt.Sprintf("uid %d is not allowed (socket.allowed_uids)", p.uid))
+			refuse(fmt.Sprintf("uid %d is not allowed (socket.allowed_uids)", p.uid))
 			return
 		}
 		next.ServeHTTP(w, r)
@@ -271,12 +278,16 @@ var (
 	nosniffValue = []string{"nosniff"}
 )
 
-// tokenFormat picks raw or json from ?format= or else the Accept header:
-// text/plain before application/json (or without it) means raw.
+// tokenFormat picks raw or json from ?format= or else the Accept header
+// (acceptFormat).
 func tokenFormat(r *http.Request) (string, error) {
 	f := ""
-	if r.URL.RawQuery != "" { // Query allocates a map even for nothing
-		f = r.URL.Query().Get("format")
+	if r.URL.RawQuery != "" { // parsing allocates a map even for nothing
+		q, err := url.ParseQuery(r.URL.RawQuery)
+		if err != nil {
+			return "", errors.New("malformed query string")
+		}
+		f = q.Get("format")
 	}
 	switch f {
 	case output.FormatRaw, output.FormatJSON:
@@ -285,36 +296,63 @@ func tokenFormat(r *http.Request) (string, error) {
 	default:
 		return "", fmt.Errorf("unknown format %q (want json or raw)", clip(f))
 	}
-	// Of text/plain and application/json, the one Accept weighs highest
-	// (q, default 1; the first listed on a tie); q=0 refuses it.
-	best, bestQ := output.FormatJSON, 0.0
-	for _, accept := range r.Header.Values("Accept") {
+	return acceptFormat(r.Header.Values("Accept")), nil
+}
+
+// acceptFormat chooses between text/plain (raw) and application/json by
+// the Accept header's weights: each type takes the q (0 to 1, default 1)
+// of the most specific range that matches it (text/plain over text/* over
+// */*). The higher weight wins; on a tie, the type whose range is listed
+// first. q=0 refuses a type: with application/json refused and text/plain
+// not named, raw; with neither acceptable (or no Accept), JSON.
+func acceptFormat(accepts []string) string {
+	type weight struct {
+		q         float64
+		spec, pos int // specificity (0: no range matched), position in the header
+	}
+	var raw, js weight
+	pos := 0
+	for _, accept := range accepts {
 		for part := range strings.SplitSeq(accept, ",") {
+			pos++
 			mt, params, err := mime.ParseMediaType(strings.TrimSpace(part))
 			if err != nil {
 				continue
 			}
-			var f string
-			switch mt {
-			case "text/plain":
-				f = output.FormatRaw
-			case "application/json":
-				f = output.FormatJSON
-			default:
-				continue
-			}
 			q := 1.0
 			if v, ok := params["q"]; ok {
-				if q, err = strconv.ParseFloat(v, 64); err != nil {
-					continue
+				if q, err = strconv.ParseFloat(v, 64); err != nil || !(q >= 0 && q <= 1) {
+					continue // not a weight (q=2, q=inf, q=NaN): the range is ignored
 				}
 			}
-			if q > bestQ {
-				best, bestQ = f, q
+			for _, t := range [...]struct {
+				name string
+				w    *weight
+			}{{"text/plain", &raw}, {"application/json", &js}} {
+				spec := 0
+				switch {
+				case mt == t.name:
+					spec = 3
+				case mt == t.name[:strings.IndexByte(t.name, '/')]+"/*":
+					spec = 2
+				case mt == "*/*":
+					spec = 1
+				}
+				if spec > t.w.spec {
+					*t.w = weight{q: q, spec: spec, pos: pos}
+				}
 			}
 		}
 	}
-	return best, nil
+	switch {
+	case raw.q > 0 && (raw.q > js.q || raw.q == js.q && raw.pos < js.pos):
+		return output.FormatRaw
+	case js.q > 0:
+		return output.FormatJSON
+	case js.spec > 0 && raw.spec == 0: // JSON refused, text/plain not named
+		return output.FormatRaw
+	}
+	return output.FormatJSON
 }
 
 // channels serves GET /v1/channels.

@@ -58,6 +58,16 @@ func TestRoutes(t *testing.T) {
 		{"higher q wins over order", "GET", "/v1/channels/shop-bot/token", map[string]string{"Accept": "application/json;q=0.5, text/plain"}, 200, textCT, secretToken, false},
 		{"bad q skipped", "GET", "/v1/channels/shop-bot/token", map[string]string{"Accept": "text/plain;q=x, application/json"}, 200, jsonCT, string(wantJSON), false},
 		{"any accept", "GET", "/v1/channels/shop-bot/token", map[string]string{"Accept": "*/*"}, 200, jsonCT, string(wantJSON), false},
+		{"json refused, text not named", "GET", "/v1/channels/shop-bot/token", map[string]string{"Accept": "application/json;q=0"}, 200, textCT, secretToken, false},
+		{"both refused", "GET", "/v1/channels/shop-bot/token", map[string]string{"Accept": "application/json;q=0, text/plain;q=0"}, 200, jsonCT, string(wantJSON), false},
+		{"wildcard outweighs", "GET", "/v1/channels/shop-bot/token", map[string]string{"Accept": "*/*;q=0.9, text/plain;q=0.1"}, 200, jsonCT, string(wantJSON), false},
+		{"text wildcard", "GET", "/v1/channels/shop-bot/token", map[string]string{"Accept": "text/*"}, 200, textCT, secretToken, false},
+		{"specific over wildcard", "GET", "/v1/channels/shop-bot/token", map[string]string{"Accept": "text/plain;q=0, */*"}, 200, jsonCT, string(wantJSON), false},
+		{"wildcard refuses json", "GET", "/v1/channels/shop-bot/token", map[string]string{"Accept": "application/*;q=0, text/plain;q=0.1"}, 200, textCT, secretToken, false},
+		{"q over 1 ignored", "GET", "/v1/channels/shop-bot/token", map[string]string{"Accept": "text/plain;q=2, application/json;q=0.5"}, 200, jsonCT, string(wantJSON), false},
+		{"q=inf ignored", "GET", "/v1/channels/shop-bot/token", map[string]string{"Accept": "text/plain;q=inf, application/json;q=0.5"}, 200, jsonCT, string(wantJSON), false},
+		{"q=NaN ignored", "GET", "/v1/channels/shop-bot/token", map[string]string{"Accept": "text/plain;q=NaN, application/json;q=0.5"}, 200, jsonCT, string(wantJSON), false},
+		{"malformed query", "GET", "/v1/channels/shop-bot/token?format=%zz", nil, 400, jsonCT, `{"error":"malformed query string"}` + "\n", false},
 		{"bad format", "GET", "/v1/channels/shop-bot/token?format=env", nil, 400, jsonCT, `{"error":"unknown format \"env\" (want json or raw)"}` + "\n", false},
 		{"unknown channel", "GET", "/v1/channels/nope/token", nil, 404, jsonCT, `{"error":"unknown channel \"nope\""}` + "\n", false},
 		{"no token yet", "GET", "/v1/channels/pending/token", nil, 503, jsonCT, `{"error":"channel \"pending\" has no valid token yet"}` + "\n", false},
@@ -342,8 +352,17 @@ func TestPeerCredentials(t *testing.T) {
 				}
 			}
 			if tt.status == 403 {
+				// The refused peer's connection is closed after the answer.
+				resp, err := s.client.Get("http://tokend/v1/channels")
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				if resp.StatusCode != 403 || !resp.Close {
+					t.Errorf("refused: %d, connection closed after it: %v; want 403, true", resp.StatusCode, resp.Close)
+				}
 				refused := logs.FilterMessage("peer not in socket.allowed_uids; request refused").All()
-				if len(refused) != 5 || refused[0].ContextMap()["uid"] != int64(uid) || refused[0].ContextMap()["pid"] != int64(os.Getpid()) {
+				if len(refused) != 6 || refused[0].ContextMap()["uid"] != int64(uid) || refused[0].ContextMap()["pid"] != int64(os.Getpid()) {
 					t.Errorf("refusals logged: %v", refused)
 				}
 			}
