@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -297,8 +298,29 @@ func corruptError(path string, err error) error {
 
 // check runs bbolt's consistency check, so a damaged file is reported at
 // Open instead of panicking later inside a transaction.
+//
+// First it visits every bucket's pages itself, faults made recoverable: a
+// damaged page can name a child page far outside the file's mapping, and
+// reading it faults. In bbolt's Check, which runs on a goroutine of its
+// own, that fault is fatal (a crash, not the error below); here it is a
+// panic, which view turns into the corruption error.
 func (s *Store) check() error {
 	return s.view("open", func(tx *bolt.Tx) error {
+		defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+		var walk func(b *bolt.Bucket) error
+		walk = func(b *bolt.Bucket) error {
+			return b.ForEach(func(k, v []byte) error {
+				if v == nil {
+					if c := b.Bucket(k); c != nil {
+						return walk(c)
+					}
+				}
+				return nil
+			})
+		}
+		if err := tx.ForEach(func(_ []byte, b *bolt.Bucket) error { return walk(b) }); err != nil {
+			return corruptError(s.path, err)
+		}
 		var first error
 		for err := range tx.Check() {
 			if first == nil {

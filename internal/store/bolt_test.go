@@ -1,7 +1,9 @@
 package store
 
 import (
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -408,6 +410,55 @@ func TestCorruptEveryPage(t *testing.T) {
 	if failed == 0 {
 		t.Fatal("no damage detected at all")
 	}
+}
+
+// TestCorruptChildPageFarOutside: a branch page naming a child page far
+// past the end of the file (one damaged field; the page itself still reads
+// as a branch page) is the corruption error at Open and in Inspect. Reading
+// that page faults: inside bbolt's own check, on its own goroutine, the
+// fault was fatal and tokend crashed with a goroutine dump.
+func TestCorruptChildPageFarOutside(t *testing.T) {
+	dir := t.TempDir()
+	s := openT(t, dir)
+	for i := range 300 { // enough records for the channels bucket to branch
+		if err := s.Put(rec(fmt.Sprintf("16570%05d", i), "kid", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	path := filepath.Join(dir, FileName)
+	db, err := openBolt(path, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var root, pageSize int
+	_ = db.View(func(tx *bolt.Tx) error {
+		root, pageSize = int(tx.Bucket(bucketChannels).Root()), tx.DB().Info().PageSize
+		return nil
+	})
+	db.Close()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	off := root * pageSize
+	// Page header: id u64, flags u16 (0x01: branch), count u16; then
+	// branch elements: pos u32, ksize u32, child page id u64.
+	if flags, count := binary.LittleEndian.Uint16(data[off+8:]), binary.LittleEndian.Uint16(data[off+10:]); flags != 0x01 || count == 0 {
+		t.Fatalf("the channels bucket's root page %d is not a branch page (flags %#x, %d elements)", root, flags, count)
+	}
+	binary.LittleEndian.PutUint64(data[off+16+8:], 1<<30)
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const want = "is corrupted or not a tokend database"
+	if err := Inspect(dir); err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("Inspect: %v", err)
+	}
+	if _, err := Open(dir); err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("Open: %v", err)
+	}
+	assertUnlocked(t, path)
 }
 
 func TestEmptyFileIsNewStore(t *testing.T) {
