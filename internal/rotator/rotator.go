@@ -217,7 +217,7 @@ func (r *Rotator) newChannel(ch Channel) (*channel, error) {
 // current tokens still valid, so a restart serves at once without calling LINE.
 func (r *Rotator) load(chans []*channel) error {
 	all, err := r.o.Store.All()
-	if err != nil {
+	if err = r.damaged(err); err != nil {
 		return fmt.Errorf("load token records: %w", err)
 	}
 	now := r.clock.Now()
@@ -236,6 +236,20 @@ func (r *Rotator) load(chans []*channel) error {
 		})
 	}
 	return g.Wait()
+}
+
+// damaged logs the records a store read left out because they do not
+// decode, and answers nil for them: one damaged record must not keep every
+// channel from starting. Other errors pass through.
+func (r *Rotator) damaged(err error) error {
+	var de *store.DamagedError
+	if !errors.As(err, &de) {
+		return err
+	}
+	r.log.Error("token records damaged; left out", zap.Error(de),
+		zap.String("fix", "tokend uses each channel's other records; one left without a current token gets a new one. "+
+			"The damaged records stay in the file and are reported at each start; to drop them, move "+de.Path+" aside while tokend is stopped (tokend then forgets the superseded tokens it would revoke)"))
+	return nil
 }
 
 // Run is the daemon: it loads the store, publishes the tokens it holds, and
@@ -636,7 +650,7 @@ func (r *Rotator) Reload(channels []Channel) error {
 		}
 		c, _ := r.newChannel(ch)
 		recs, err := r.o.Store.Channel(id)
-		if err != nil && !errors.Is(err, store.ErrNotFound) {
+		if err = r.damaged(err); err != nil && !errors.Is(err, store.ErrNotFound) {
 			return fmt.Errorf("load records of channel %s: %w", ch.Label(), err)
 		}
 		c.adopt(recs)

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -524,32 +525,33 @@ func notFound(channelID, id string) error {
 // channel without records gives nil and no error.
 func (s *Store) Channel(channelID string) ([]Record, error) {
 	var recs []Record
+	var damaged []string
 	err := s.view("channel", func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketChannels).Bucket([]byte(channelID))
 		if b == nil {
 			return nil
 		}
-		var err error
-		recs, err = s.readChannel(channelID, b)
-		return err
+		recs, damaged = s.readChannel(channelID, b)
+		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	return recs, nil
+	return recs, s.damagedError(damaged)
 }
 
 // All returns every channel's records (each sorted as Channel sorts them),
-// read in one transaction. Channels without records are absent.
+// read in one transaction. Channels without records are absent. Records
+// that do not decode (a damaged value) are left out and named in a
+// *DamagedError, returned with the rest.
 func (s *Store) All() (map[string][]Record, error) {
 	out := map[string][]Record{}
+	var damaged []string
 	err := s.view("all", func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketChannels).ForEachBucket(func(k []byte) error {
 			ch := string(k)
-			recs, err := s.readChannel(ch, tx.Bucket(bucketChannels).Bucket(k))
-			if err != nil {
-				return err
-			}
+			recs, bad := s.readChannel(ch, tx.Bucket(bucketChannels).Bucket(k))
+			damaged = append(damaged, bad...)
 			if len(recs) > 0 {
 				out[ch] = recs
 			}
@@ -559,24 +561,47 @@ func (s *Store) All() (map[string][]Record, error) {
 	if err != nil {
 		return nil, err
 	}
-	return out, nil
+	return out, s.damagedError(damaged)
 }
 
-func (s *Store) readChannel(channelID string, b *bolt.Bucket) ([]Record, error) {
-	var recs []Record
-	err := b.ForEach(func(k, v []byte) error {
+// DamagedError names the records of a store that do not decode: their
+// values are damaged (a flipped bit, a hand edit). Reads leave them out
+// and return the others with this error; the records stay in the file.
+type DamagedError struct {
+	Path    string
+	Records []string // "channel CHANNEL record ID: what is wrong"
+}
+
+func (e *DamagedError) Error() string {
+	return fmt.Sprintf("%s holds %d damaged record(s), left out: %s", e.Path, len(e.Records), strings.Join(e.Records, "; "))
+}
+
+func (s *Store) damagedError(records []string) error {
+	if len(records) == 0 {
+		return nil
+	}
+	return &DamagedError{Path: s.path, Records: records}
+}
+
+// readChannel decodes b's records; those that do not decode are left out
+// and described in damaged.
+func (s *Store) readChannel(channelID string, b *bolt.Bucket) (recs []Record, damaged []string) {
+	_ = b.ForEach(func(k, v []byte) error {
 		if v == nil { // a nested bucket: not ours
 			return nil
 		}
-		r, err := s.decode(channelID, string(k), v)
+		r, err := decodeRecord(v)
 		if err != nil {
-			return err
+			// The error names a character and a field, never the value.
+			damaged = append(damaged, fmt.Sprintf("channel %q record %q: %v", channelID, k, err))
+			return nil
 		}
+		r.ChannelID, r.ID = channelID, string(k)
 		recs = append(recs, r)
 		return nil
 	})
 	sortRecords(recs)
-	return recs, err
+	return recs, damaged
 }
 
 func (s *Store) decode(channelID, id string, v []byte) (Record, error) {

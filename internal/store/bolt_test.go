@@ -687,3 +687,44 @@ func TestFoundEmpty(t *testing.T) {
 		t.Error("a store with a record reported as found empty")
 	}
 }
+
+// TestDamagedRecordLeftOut: a record whose value does not decode is left
+// out of All and Channel, which return the others with a *DamagedError
+// naming it (never its value); Open and Get of other records work.
+func TestDamagedRecordLeftOut(t *testing.T) {
+	dir := t.TempDir()
+	s := openT(t, dir)
+	for _, r := range []Record{rec("1", "a", 1), rec("2", "a", 1), rec("2", "b", 2), rec("3", "a", 1)} {
+		if err := s.Put(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketChannels).Bucket([]byte("2"))
+		v := append([]byte(nil), b.Get([]byte("a"))...)
+		v[0] = '['
+		return b.Put([]byte("a"), v)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s = openT(t, dir)
+	all, err := s.All()
+	var de *DamagedError
+	if !errors.As(err, &de) || len(de.Records) != 1 || !strings.HasPrefix(de.Records[0], `channel "2" record "a": `) {
+		t.Fatalf("All: %v", err)
+	}
+	if strings.Contains(err.Error(), "token-2-a") {
+		t.Errorf("the error holds the damaged record's token: %v", err)
+	}
+	if len(all) != 3 || len(all["1"]) != 1 || len(all["2"]) != 1 || all["2"][0].ID != "b" || len(all["3"]) != 1 {
+		t.Errorf("All = %v; want channels 1, 2 (record b only) and 3", all)
+	}
+	recs, err := s.Channel("2")
+	if !errors.As(err, &de) || len(recs) != 1 || recs[0].ID != "b" {
+		t.Errorf("Channel(2) = %v, %v", recs, err)
+	}
+	if recs, err := s.Channel("1"); err != nil || len(recs) != 1 {
+		t.Errorf("Channel(1) = %v, %v", recs, err)
+	}
+}

@@ -1,0 +1,123 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	bolt "go.etcd.io/bbolt"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/tokend/tokend/internal/config"
+	"github.com/tokend/tokend/internal/linefake"
+	"github.com/tokend/tokend/internal/oauth"
+	"github.com/tokend/tokend/internal/store"
+)
+
+// TestDamagedRecordLeftOut: a store record whose value no longer decodes
+// (a flipped byte) is logged and left out; every other channel starts
+// from its records as before, and the damaged one's channel gets a new
+// token. It used to stop the start of every channel.
+func TestDamagedRecordLeftOut(t *testing.T) {
+	dir := t.TempDir()
+	keyPath := writeKeys(t, dir, 1)[0]
+	key, err := oauth.LoadPrivateKey(keyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sim := linefake.New(linefake.Options{})
+	for _, id := range []string{"1657000001", "1657000002"} {
+		sim.AddChannel(id, "s")
+		sim.RegisterKey(id, "kid-1", &key.PublicKey)
+	}
+	ts := httptest.NewServer(sim)
+	t.Cleanup(ts.Close)
+	srv := ts.URL
+	state := filepath.Join(dir, "state")
+	out := func(n int) string { return filepath.Join(dir, fmt.Sprintf("bot%d.token", n)) }
+	cfgPath := filepath.Join(dir, "config.yaml")
+	y := fmt.Sprintf(`state_dir: %s
+line: {base_url: %q}
+socket: {path: ""}
+channels:
+  - {id: "1657000001", key_id: kid-1, private_key_file: %s, channel_secret: s, outputs: [{path: %s}]}
+  - {id: "1657000002", key_id: kid-1, private_key_file: %s, channel_secret: s, outputs: [{path: %s}]}
+`, state, srv, keyPath, out(1), keyPath, out(2))
+	if err := os.WriteFile(cfgPath, []byte(y), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	once := func() *observer.ObservedLogs {
+		t.Helper()
+		cfg, err := config.Load(cfgPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		core, logs := observer.New(zapcore.InfoLevel)
+		d, err := New(cfg, Options{Logger: zap.New(core), Notify: func(string) {}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close()
+		if err := d.Once(context.Background()); err != nil {
+			t.Fatalf("run -once: %v", err)
+		}
+		return logs
+	}
+	read := func(n int) string {
+		b, err := os.ReadFile(out(n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	once()
+	tok1, tok2 := read(1), read(2)
+
+	// Damage every record of channel 1, as one flipped byte would.
+	db, err := bolt.Open(filepath.Join(state, store.FileName), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket([]byte("channels")).Bucket([]byte("1657000001"))
+		var keys [][]byte
+		_ = b.ForEach(func(k, _ []byte) error { keys = append(keys, k); return nil })
+		for _, k := range keys {
+			v := append([]byte(nil), b.Get(k)...)
+			v[0] = '['
+			if err := b.Put(k, v); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	issued := sim.Count(linefake.EndpointIssueV21)
+	logs := once()
+	if n := sim.Count(linefake.EndpointIssueV21) - issued; n != 1 {
+		t.Errorf("%d issues after the damage; want 1 (channel 1's)", n)
+	}
+	if read(2) != tok2 {
+		t.Error("channel 2's token changed: its records were not used")
+	}
+	if read(1) == tok1 {
+		t.Error("channel 1 kept a token whose record is damaged")
+	}
+	logged := logs.FilterMessage("token records damaged; left out").All()
+	if len(logged) != 1 {
+		t.Fatalf("%d damage logs; want 1", len(logged))
+	}
+	msg := fmt.Sprint(logged[0].ContextMap())
+	if !strings.Contains(msg, `channel "1657000001" record`) || strings.Contains(msg, tok1) {
+		t.Errorf("damage logged as %s", msg)
+	}
+}
