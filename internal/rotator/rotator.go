@@ -627,25 +627,48 @@ func (r *Rotator) Reload(channels []Channel) error {
 		delete(r.chans, id)
 		r.logFor(c).Info("channel removed")
 	}
+	// Every kept channel is locked before any takes its new settings, so
+	// a step under way (a rotation waiting on LINE holds its channel) ends
+	// under the old ones before any channel writes under the new. Updated
+	// one at a time, an output moved from channel A, mid-rotation, to
+	// channel B was written with B's token, then with A's by A's step; B
+	// counted as published and the file kept A's token until B's next
+	// rotation. Locked in ID order; no other code holds two channels.
+	var kept []*channel
+	for id := range next {
+		if c, ok := r.chans[id]; ok {
+			kept = append(kept, c)
+		}
+	}
+	slices.SortFunc(kept, func(a, b *channel) int { return strings.Compare(a.cfg.ID, b.cfg.ID) })
+	for _, c := range kept {
+		c.mu.Lock()
+	}
+	for _, c := range kept {
+		ch := next[c.cfg.ID]
+		fresh, _ := r.newChannel(ch)
+		if c.cfg.Label() != ch.Label() {
+			r.o.Metrics.ForgetChannel(c.cfg.Label())
+			if !c.nextRecon.IsZero() {
+				// The orphan count is known: keep it under the new
+				// name instead of losing it until the next reconcile.
+				r.o.Metrics.SetOrphans(ch.Label(), c.orphans)
+			}
+		}
+		c.cfg, c.signer = ch, fresh.signer
+		c.dropAssertion()   // the key may have changed
+		c.published = false // outputs may have changed; unchanged files are not rewritten
+		c.issue, c.reconcile, c.revoke, c.publishTry = attempt{}, attempt{}, attempt{}, attempt{}
+	}
+	for _, c := range kept {
+		c.mu.Unlock()
+	}
+	for _, c := range kept {
+		r.arm(c, time.Time{})
+	}
 	var added []*channel
 	for id, ch := range next {
-		if c, ok := r.chans[id]; ok {
-			fresh, _ := r.newChannel(ch)
-			c.mu.Lock()
-			if c.cfg.Label() != ch.Label() {
-				r.o.Metrics.ForgetChannel(c.cfg.Label())
-				if !c.nextRecon.IsZero() {
-					// The orphan count is known: keep it under the new
-					// name instead of losing it until the next reconcile.
-					r.o.Metrics.SetOrphans(ch.Label(), c.orphans)
-				}
-			}
-			c.cfg, c.signer = ch, fresh.signer
-			c.dropAssertion()   // the key may have changed
-			c.published = false // outputs may have changed; unchanged files are not rewritten
-			c.issue, c.reconcile, c.revoke, c.publishTry = attempt{}, attempt{}, attempt{}, attempt{}
-			c.mu.Unlock()
-			r.arm(c, time.Time{})
+		if _, ok := r.chans[id]; ok {
 			continue
 		}
 		c, _ := r.newChannel(ch)
