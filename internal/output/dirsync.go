@@ -1,6 +1,9 @@
 package output
 
-import "sync"
+import (
+	"sync"
+	"sync/atomic"
+)
 
 // dirState is what concurrent writes into one directory share.
 //
@@ -14,8 +17,14 @@ import "sync"
 // began after the rename has returned. Every writer that asks while such an
 // fsync is running waits for the next one and shares it, so a burst of
 // writes costs a few directory fsyncs, not one each.
+//
+// Owed: a directory fsync failed, so a rename in it may not be durable.
+// A later write of the same bytes changes nothing and would return at
+// once: it syncs the directory first, until a sync succeeds (which covers
+// every rename before it).
 type dirState struct {
 	entries sync.Mutex
+	owed    atomic.Bool
 
 	mu      sync.Mutex
 	running bool       // a syncRound is under way

@@ -110,7 +110,23 @@ func TestSharedDirectorySyncError(t *testing.T) {
 	if !changed || !errors.Is(err, errInjected) || !strings.Contains(err.Error(), "sync directory") {
 		t.Fatalf("changed %v, err %v; want true and the injected sync error", changed, err)
 	}
+	// The retry of the same write changes nothing, but owes the
+	// directory the fsync that failed: it fails again while that does...
+	if changed, err := WriteFile(path, []byte("one"), 0o600); changed || !errors.Is(err, errInjected) {
+		t.Fatalf("retry while the sync fails: changed %v, err %v; want false and the sync error", changed, err)
+	}
 	fail = false
+	// ...and succeeds once it syncs; then nothing more is owed.
+	syncs := 0
+	syncDir = func(dir string) error { syncs++; return realSyncDir(dir) }
+	for range 2 {
+		if changed, err := WriteFile(path, []byte("one"), 0o600); changed || err != nil {
+			t.Fatalf("retry: changed %v, err %v; want false, nil", changed, err)
+		}
+	}
+	if syncs != 1 {
+		t.Errorf("two retries made %d directory fsyncs; want 1 (the one owed)", syncs)
+	}
 	if changed, err := WriteFile(path, []byte("two"), 0o600); !changed || err != nil {
 		t.Fatalf("after the failure: changed %v, err %v", changed, err)
 	}

@@ -59,6 +59,14 @@ func WriteFile(path string, data []byte, mode os.FileMode) (changed bool, err er
 		return false, fmt.Errorf("output: write %s: refusing to replace a %s", path, kind(old.Mode()))
 	default:
 		if old.Mode().Perm() == mode && old.Size() == int64(len(data)) && sameContent(path, data) {
+			// Already there; durable unless a directory fsync failed
+			// since (the retry of a write that failed there).
+			if d := dirOf(dir); d.owed.Load() {
+				if err := d.sync(dir); err != nil {
+					return false, fmt.Errorf("output: write %s: sync directory: %w", path, err)
+				}
+				d.owed.Store(false)
+			}
 			return false, nil
 		}
 		if st, ok := old.Sys().(*syscall.Stat_t); ok {
@@ -122,8 +130,10 @@ func WriteFile(path string, data []byte, mode os.FileMode) (changed bool, err er
 		return true, nil
 	}
 	if err := d.sync(dir); err != nil {
+		d.owed.Store(true)
 		return true, fmt.Errorf("output: write %s: sync directory: %w", path, err)
 	}
+	d.owed.Store(false)
 	return true, nil
 }
 
