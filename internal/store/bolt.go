@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -113,7 +114,8 @@ func openError(dir, path string, err error) error {
 	case errors.Is(err, berrors.ErrTimeout):
 		return &LockedError{Dir: dir}
 	case errors.Is(err, berrors.ErrInvalid), errors.Is(err, berrors.ErrVersionMismatch),
-		errors.Is(err, berrors.ErrChecksum), errors.As(err, new(panicError)), errors.As(err, new(truncatedError)):
+		errors.Is(err, berrors.ErrChecksum), errors.As(err, new(panicError)), errors.As(err, new(truncatedError)),
+		errors.As(err, new(freelistError)):
 		return fmt.Errorf("store: open: %w", corruptError(path, err))
 	case errors.As(err, new(*fs.PathError)):
 		return fmt.Errorf("store: %w", err)
@@ -242,43 +244,61 @@ func (e truncatedError) Error() string {
 	return fmt.Sprintf("truncated: %d bytes, its meta page names pages up to %d bytes", e.size, e.want)
 }
 
+// freelistError is a freelist page that cannot be what the meta page says.
+type freelistError struct {
+	page uint64
+	what string
+}
+
+func (e freelistError) Error() string {
+	return fmt.Sprintf("freelist page %d: %s", e.page, e.what)
+}
+
 // checkSize refuses a database file shorter than its newest valid meta page
-// says it is (a file cut short by hand or by a copy that ran out of disk).
-// bbolt maps the file and reads the pages the meta page names: a page past
-// the end of the file is a SIGBUS, which no recover catches. The layout
-// read here is bbolt's on-disk format (version 2): two meta pages, each a
-// 16-byte page header and then magic, version, page size, flags, root
-// bucket (16 bytes), freelist page, high-water page ID, transaction ID and
-// an FNV-64a checksum of the fields before it. A file without a valid meta
-// page is left to bbolt, which refuses it.
+// says it is (a file cut short by hand or by a copy that ran out of disk),
+// and one whose freelist page that meta page names cannot hold what its
+// header says. bbolt maps the file and reads the pages the meta page names:
+// a page past the end of the file is a SIGBUS, and a freelist count of
+// billions an allocation that ends the process; no recover catches either.
+// The layout read here is bbolt's on-disk format (version 2): two meta
+// pages, each a 16-byte page header and then magic, version, page size,
+// flags, root bucket (16 bytes), freelist page, high-water page ID,
+// transaction ID and an FNV-64a checksum of the fields before it. A page
+// header is its ID (8 bytes), flags (2), count (2) and overflow pages (4);
+// a freelist page whose count is 0xFFFF holds the real count in its first
+// 8 bytes. A file without a valid meta page is left to bbolt, which
+// refuses it.
 func checkSize(f *os.File, size int64) error {
 	const magic, hdr, metaLen = 0xED0CDAED, 16, 64
-	// meta reads the meta page at off: its page size, and how long the
-	// file must be if it is valid.
-	meta := func(off int64) (pageSize uint32, txid, want uint64, ok bool) {
+	type metaPage struct {
+		pageSize            uint32
+		freelist, hwm, txid uint64
+	}
+	le := binary.LittleEndian
+	// meta reads the meta page at off.
+	meta := func(off int64) (metaPage, bool) {
 		var buf [hdr + metaLen]byte
 		if _, err := f.ReadAt(buf[:], off); err != nil {
-			return 0, 0, 0, false
+			return metaPage{}, false
 		}
-		m, le := buf[hdr:], binary.LittleEndian
+		m := buf[hdr:]
 		h := fnv.New64a()
 		_, _ = h.Write(m[:56])
-		pageSize = le.Uint32(m[8:])
-		ok = le.Uint32(m[0:]) == magic && le.Uint32(m[4:]) == 2 && pageSize >= 512 && h.Sum64() == le.Uint64(m[56:])
-		return pageSize, le.Uint64(m[48:]), le.Uint64(m[40:]) * uint64(pageSize), ok
+		mp := metaPage{pageSize: le.Uint32(m[8:]), freelist: le.Uint64(m[32:]), hwm: le.Uint64(m[40:]), txid: le.Uint64(m[48:])}
+		return mp, le.Uint32(m[0:]) == magic && le.Uint32(m[4:]) == 2 && mp.pageSize >= 512 && h.Sum64() == le.Uint64(m[56:])
 	}
-	pageSize, tx0, want, ok := meta(0)
+	m, ok := meta(0)
 	switch {
 	case ok:
-		if _, tx1, want1, ok1 := meta(int64(pageSize)); ok1 && tx1 > tx0 {
-			want = want1 // bbolt uses the newer of the two
+		if m1, ok1 := meta(int64(m.pageSize)); ok1 && m1.txid > m.txid {
+			m = m1 // bbolt uses the newer of the two
 		}
 	default:
 		// The first meta page is damaged: bbolt looks for the second at
 		// every page size from 1 KiB to 16 MiB, and uses it.
 		for off := int64(1024); off <= 16<<20 && off < size-1024; off <<= 1 {
-			if _, _, want1, ok1 := meta(off); ok1 {
-				want, ok = want1, true
+			if m1, ok1 := meta(off); ok1 {
+				m, ok = m1, true
 				break
 			}
 		}
@@ -286,8 +306,33 @@ func checkSize(f *os.File, size int64) error {
 			return nil // no valid meta page: bbolt refuses the file itself
 		}
 	}
-	if want > uint64(size) {
-		return truncatedError{size: size, want: int64(want)}
+	if want := m.hwm * uint64(m.pageSize); want > uint64(size) || m.hwm > uint64(size) {
+		return truncatedError{size: size, want: int64(min(want, math.MaxInt64))}
+	}
+	const noFreelist = ^uint64(0) // a database that does not store its freelist
+	if m.freelist == noFreelist {
+		return nil
+	}
+	if m.freelist < 2 || m.freelist >= m.hwm {
+		return freelistError{m.freelist, fmt.Sprintf("outside the file's %d pages", m.hwm)}
+	}
+	var ph [hdr + 8]byte
+	if _, err := f.ReadAt(ph[:], int64(m.freelist)*int64(m.pageSize)); err != nil {
+		return freelistError{m.freelist, "unreadable: " + err.Error()}
+	}
+	const freelistFlag = 0x10
+	flags, count, overflow := le.Uint16(ph[8:]), uint64(le.Uint16(ph[10:])), uint64(le.Uint32(ph[12:]))
+	room := (overflow+1)*uint64(m.pageSize) - hdr
+	if count == 0xFFFF {
+		count, room = le.Uint64(ph[hdr:]), room-8
+	}
+	switch {
+	case flags != freelistFlag:
+		return freelistError{m.freelist, fmt.Sprintf("not a freelist page (flags %#x)", flags)}
+	case m.freelist+overflow >= m.hwm:
+		return freelistError{m.freelist, fmt.Sprintf("%d overflow pages run past the file's %d pages", overflow, m.hwm)}
+	case count > room/8:
+		return freelistError{m.freelist, fmt.Sprintf("says it lists %d free pages, room for %d", count, room/8)}
 	}
 	return nil
 }

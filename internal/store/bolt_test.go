@@ -728,3 +728,44 @@ func TestDamagedRecordLeftOut(t *testing.T) {
 		t.Errorf("Channel(1) = %v, %v", recs, err)
 	}
 }
+
+// TestCorruptFreelistCount: a freelist page whose count is damaged to
+// billions (one field) is the corruption error at Open and in Inspect.
+// bbolt allocated that many entries while opening the file: "fatal error:
+// runtime: out of memory", which no recover catches.
+func TestCorruptFreelistCount(t *testing.T) {
+	dir := t.TempDir()
+	s := openT(t, dir)
+	for i := range 50 {
+		if err := s.Put(rec(fmt.Sprintf("16570%05d", i), "kid", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	path := filepath.Join(dir, FileName)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const pageSize = 4096                     // bbolt's default here (os.Getpagesize on amd64)
+	for _, meta := range []int{0, pageSize} { // each meta page names a freelist page
+		fl := int(binary.LittleEndian.Uint64(data[meta+16+32:]))
+		off := fl * pageSize
+		if flags := binary.LittleEndian.Uint16(data[off+8:]); flags != 0x10 {
+			t.Fatalf("page %d, named by the meta page at %d, is not a freelist page (flags %#x)", fl, meta, flags)
+		}
+		binary.LittleEndian.PutUint16(data[off+10:], 0xFFFF) // the count is in the first element...
+		binary.LittleEndian.PutUint64(data[off+16:], 1<<40)  // ...which says 2^40
+	}
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const want = "is corrupted or not a tokend database (freelist page "
+	if err := Inspect(dir); err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("Inspect: %v", err)
+	}
+	if _, err := Open(dir); err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("Open: %v", err)
+	}
+	assertUnlocked(t, path)
+}
