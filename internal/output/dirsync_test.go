@@ -3,6 +3,7 @@ package output
 import (
 	"errors"
 	"fmt"
+	"golang.org/x/sys/unix"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -131,4 +132,33 @@ func TestSharedDirectorySyncError(t *testing.T) {
 		t.Fatalf("after the failure: changed %v, err %v", changed, err)
 	}
 	checkFile(t, path, "two", 0o600)
+}
+
+// TestUnreadableDirectory: a directory tokend may write into but not read
+// (-wx) cannot be opened to sync: writes there succeed, as on a file system
+// that cannot sync directories, instead of failing every time (a failed
+// sync is owed, so retries would fail too). Other open errors still fail.
+func TestUnreadableDirectory(t *testing.T) {
+	onDurableFS(t)
+	realOpenDir := openDir
+	t.Cleanup(func() { openDir = realOpenDir })
+	var fail error
+	openDir = func(dir string) (int, error) {
+		if fail != nil {
+			return -1, fail
+		}
+		return realOpenDir(dir)
+	}
+	path := filepath.Join(t.TempDir(), "tok")
+	fail = unix.EACCES // what open(2) answers a non-root tokend there
+	for _, data := range []string{"one", "one", "two"} {
+		if _, err := WriteFile(path, []byte(data), 0o600); err != nil {
+			t.Fatalf("write %q: %v", data, err)
+		}
+	}
+	checkFile(t, path, "two", 0o600)
+	fail = unix.EIO
+	if changed, err := WriteFile(path, []byte("three"), 0o600); !changed || !errors.Is(err, unix.EIO) {
+		t.Fatalf("open EIO: changed %v, err %v; want true and EIO", changed, err)
+	}
 }
