@@ -3,12 +3,13 @@ package output
 import (
 	"errors"
 	"fmt"
-	"golang.org/x/sys/unix"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestWritesShareDirectorySyncs writes many files into one directory at
