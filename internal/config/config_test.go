@@ -461,6 +461,9 @@ channels: [{id: "1", ` + v21 + `}, {id: "2", ` + v21 + `}]
 				"channels[0].outputs[0].format: \"yaml\": must be raw, json or env"},
 		{"output mode above 0777", "channels: [{id: '1', " + v21 + ", outputs: [{path: /t, mode: 4755}]}]\n",
 			`channels[0].outputs[0].mode: "4755": must be at most 0777 (permission bits only)`},
+		// 239 bytes is the longest name whose temporary file fits 255.
+		{"output file name too long", "channels: [{id: '1', " + v21 + ", outputs: [{path: /t/" + strings.Repeat("a", 239) + "}, {path: /t/" + strings.Repeat("b", 240) + "}]}]\n",
+			`channels[0].outputs[1].path: "/t/` + strings.Repeat("b", 240) + `": the file name is 240 bytes; at most 239: tokend writes it through a temporary file named .NAME.tmp-NNNNNNNNNN beside it, which must fit the file system's 255`},
 		{"output paths shared", `
 channels:
   - {id: '1', ` + v21 + `, outputs: [{path: tok}, {path: /other}]}

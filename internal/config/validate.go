@@ -805,6 +805,10 @@ func (v *validator) credentials(p string, rc *rawChannel, ch *Channel) {
 	}
 }
 
+// maxOutputName is the longest output file name whose temporary file
+// (".NAME.tmp-" and up to 10 digits) fits a 255-byte name.
+const maxOutputName = 255 - len(".") - len(".tmp-") - 10
+
 func (v *validator) output(p string, ro *rawOutput) Output {
 	o := Output{Format: defaultOutputFormat, Mode: defaultOutputMode}
 	switch {
@@ -812,6 +816,8 @@ func (v *validator) output(p string, ro *rawOutput) Output {
 		v.add(p+".path", "", "required: the file to write the token to")
 	case pathProblem(ro.Path) != "":
 		v.add(p+".path", ro.Path, pathProblem(ro.Path))
+	case len(filepath.Base(ro.Path)) > maxOutputName:
+		v.add(p+".path", ro.Path, fmt.Sprintf("the file name is %d bytes; at most %d: tokend writes it through a temporary file named .NAME.tmp-NNNNNNNNNN beside it, which must fit the file system's 255", len(filepath.Base(ro.Path)), maxOutputName))
 	default:
 		o.Path = resolve(v.opts.Dir, ro.Path)
 	}

@@ -708,3 +708,15 @@ func TestWriteFileDirectoryAppears(t *testing.T) {
 		t.Fatalf("left behind: %v", got)
 	}
 }
+
+// TestLongestName: a 239-byte file name (config's limit for outputs) is
+// written: its temporary file, ".NAME.tmp-" and up to 10 digits, fits
+// the 255-byte limit of a name.
+func TestLongestName(t *testing.T) {
+	path := filepath.Join(t.TempDir(), strings.Repeat("n", 239))
+	for range 20 { // the random suffix varies in length
+		if _, err := WriteFile(path, []byte(fmt.Sprint(time.Now().UnixNano())), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
