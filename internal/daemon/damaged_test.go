@@ -10,11 +10,8 @@ import (
 	"testing"
 
 	bolt "go.etcd.io/bbolt"
-	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
-	"github.com/tokend/tokend/internal/config"
 	"github.com/tokend/tokend/internal/linefake"
 	"github.com/tokend/tokend/internal/oauth"
 	"github.com/tokend/tokend/internal/store"
@@ -54,15 +51,7 @@ channels:
 	}
 	once := func() *observer.ObservedLogs {
 		t.Helper()
-		cfg, err := config.Load(cfgPath)
-		if err != nil {
-			t.Fatal(err)
-		}
-		core, logs := observer.New(zapcore.InfoLevel)
-		d, err := New(cfg, Options{Logger: zap.New(core), Notify: func(string) {}})
-		if err != nil {
-			t.Fatal(err)
-		}
+		d, logs := newObserved(t, cfgPath)
 		defer d.Close()
 		if err := d.Once(context.Background()); err != nil {
 			t.Fatalf("run -once: %v", err)

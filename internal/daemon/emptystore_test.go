@@ -14,6 +14,22 @@ import (
 	"github.com/tokend/tokend/internal/store"
 )
 
+// newObserved makes a Daemon from the config file at cfgPath, logging at
+// info level to the returned observer.
+func newObserved(t *testing.T, cfgPath string) (*Daemon, *observer.ObservedLogs) {
+	t.Helper()
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	core, logs := observer.New(zapcore.InfoLevel)
+	d, err := New(cfg, Options{Logger: zap.New(core), Notify: func(string) {}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d, logs
+}
+
 // TestEmptyStoreFileWarned: a start that finds tokend.db empty (0 bytes)
 // says so, with the file's path, before it issues every channel a new
 // token; a start with no store file yet, or a healthy one, does not.
@@ -34,15 +50,7 @@ channels:
 	const msg = "the store file was empty (0 bytes) and is now a new store: every channel gets a new token, and tokens issued before are not tracked (the first reconcile reports them as orphans); if an earlier tokend stopped during its first start, nothing was lost"
 	start := func() int {
 		t.Helper()
-		cfg, err := config.Load(cfgPath)
-		if err != nil {
-			t.Fatal(err)
-		}
-		core, logs := observer.New(zapcore.InfoLevel)
-		d, err := New(cfg, Options{Logger: zap.New(core), Notify: func(string) {}})
-		if err != nil {
-			t.Fatal(err)
-		}
+		d, logs := newObserved(t, cfgPath)
 		runDaemon(t, d)()
 		d.Close()
 		warned := logs.FilterMessage(msg).All()

@@ -448,10 +448,17 @@ func TestCorruptChildPageFarOutside(t *testing.T) {
 		t.Fatalf("the channels bucket's root page %d is not a branch page (flags %#x, %d elements)", root, flags, count)
 	}
 	binary.LittleEndian.PutUint64(data[off+16+8:], 1<<30)
+	assertDamageReported(t, dir, data, "is corrupted or not a tokend database")
+}
+
+// assertDamageReported writes data as dir's store file: Inspect and Open
+// must report it with want in the error, and leave it unlocked.
+func assertDamageReported(t *testing.T, dir string, data []byte, want string) {
+	t.Helper()
+	path := filepath.Join(dir, FileName)
 	if err := os.WriteFile(path, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	const want = "is corrupted or not a tokend database"
 	if err := Inspect(dir); err == nil || !strings.Contains(err.Error(), want) {
 		t.Errorf("Inspect: %v", err)
 	}
@@ -757,15 +764,5 @@ func TestCorruptFreelistCount(t *testing.T) {
 		binary.LittleEndian.PutUint16(data[off+10:], 0xFFFF) // the count is in the first element...
 		binary.LittleEndian.PutUint64(data[off+16:], 1<<40)  // ...which says 2^40
 	}
-	if err := os.WriteFile(path, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	const want = "is corrupted or not a tokend database (freelist page "
-	if err := Inspect(dir); err == nil || !strings.Contains(err.Error(), want) {
-		t.Errorf("Inspect: %v", err)
-	}
-	if _, err := Open(dir); err == nil || !strings.Contains(err.Error(), want) {
-		t.Errorf("Open: %v", err)
-	}
-	assertUnlocked(t, path)
+	assertDamageReported(t, dir, data, "is corrupted or not a tokend database (freelist page ")
 }
