@@ -81,16 +81,15 @@ func TestReloadMovesOutputMidRotation(t *testing.T) {
 		}
 		h.chans = []Channel{a, b}
 		// The reload arms both channels to publish under their new
-		// settings. A channel whose own step was ending meanwhile may
-		// lose that run in gocron (its re-arm comes from inside the job
-		// still running); Run's sweep arms it again, so the fake clock is
-		// moved a sweep on when nothing happens for a while.
+		// settings at once. A's step, which ends during the reload, re-arms
+		// A after it for a second later (a step never re-arms sooner): the
+		// fake clock is moved on when nothing happens for a while.
 		for deadline, nudge := time.Now().Add(time.Minute), time.Now().Add(500*time.Millisecond); !h.published(a.ID) || !h.published(b.ID); time.Sleep(time.Millisecond) {
 			if time.Now().After(deadline) { // a hang guard
 				t.Fatal("the channels did not publish after the reload")
 			}
 			if time.Now().After(nudge) {
-				h.clock.Advance(sweepEvery)
+				h.clock.Advance(time.Second)
 				nudge = time.Now().Add(500 * time.Millisecond)
 			}
 		}
