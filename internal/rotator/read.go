@@ -35,9 +35,15 @@ type served struct {
 
 // readEntry is a lookup map value.
 type readEntry struct {
-	read *atomic.Pointer[served] // the channel's read slot
-	c    *channel                // for Status
+	read  *atomic.Pointer[served] // the channel's read slot
+	c     *channel                // for Status
+	ident *ident                  // for Status: c's names when the map was built
 }
+
+// ident is a channel's ID, name and kind as a lookup map was built with
+// them. Status reads these, not c.cfg, which a reload replaces under c.mu
+// (a lock Status does not take: a step holds it through a LINE call).
+type ident struct{ ID, Name, Kind string }
 
 // rebuildLookup replaces the lookup map with one for the current channels;
 // r.mu must be held, or r not yet shared.
@@ -64,13 +70,15 @@ func (r *Rotator) rebuildLookup() {
 		off += len(s)
 		return k
 	}
-	for _, c := range chans {
-		m[key(c.cfg.ID)] = readEntry{read: c.read, c: c}
+	idents := make([]ident, len(chans))
+	for i, c := range chans {
+		idents[i] = ident{ID: c.cfg.ID, Name: c.cfg.Name, Kind: c.cfg.Kind}
+		m[key(c.cfg.ID)] = readEntry{read: c.read, c: c, ident: &idents[i]}
 	}
 	// Names after every ID, as the arena has them.
-	for _, c := range chans {
+	for i, c := range chans {
 		if name := key(c.cfg.Name); name != "" {
-			m[name] = readEntry{read: c.read, c: c}
+			m[name] = readEntry{read: c.read, c: c, ident: &idents[i]}
 		}
 	}
 	r.lookup.Store(&m)

@@ -2,6 +2,8 @@ package rotator
 
 import (
 	"context"
+	"fmt"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -102,4 +104,41 @@ func TestReloadMovesOutputMidRotation(t *testing.T) {
 		}
 		h.stop()
 	}
+}
+
+// TestStatusDuringReload: Status, which the socket serves without taking
+// any channel's lock, reads nothing a reload writes (under -race: it read
+// c.cfg while Reload replaced it).
+func TestStatusDuringReload(t *testing.T) {
+	h := newHarness(t, 3, nil)
+	h.start()
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			for _, st := range h.rot.Status() {
+				if st.ID == "" {
+					t.Error("a status without its channel ID")
+				}
+			}
+		}
+	}()
+	for i := range 50 {
+		chans := slices.Clone(h.chans)
+		for j := range chans {
+			chans[j].Name = fmt.Sprintf("bot-%d-%d", j+1, i)
+		}
+		if err := h.rot.Reload(chans); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(stop)
+	<-done
+	h.stop()
 }

@@ -702,13 +702,12 @@ func (r *Rotator) Status() []ChannelStatus {
 	now := r.clock.Now()
 	out := make([]ChannelStatus, 0, len(m))
 	for key, e := range m {
-		c := e.c
-		if key != c.cfg.ID {
+		if key != e.ident.ID {
 			continue // the name entry of a channel listed under its ID
 		}
-		s := c.snap.Load()
+		s := e.c.snap.Load()
 		if s == nil {
-			out = append(out, ChannelStatus{ID: c.cfg.ID, Name: c.cfg.Name, Kind: c.cfg.Kind})
+			out = append(out, ChannelStatus{ID: e.ident.ID, Name: e.ident.Name, Kind: e.ident.Kind})
 			continue
 		}
 		st := s.status
