@@ -277,7 +277,7 @@ func sendSignal(ctx context.Context, s Spec) error {
 	defer cancel()
 	done := make(chan error, 1)
 	read := readPID
-	go func() { done <- signalPID(s, sig, read) }()
+	go func() { done <- signalPID(hctx, s, sig, read) }()
 	select {
 	case err := <-done:
 		return err
@@ -289,10 +289,20 @@ func sendSignal(ctx context.Context, s Spec) error {
 // readPID is ReadPID; a test replaces it with one that hangs.
 var readPID = ReadPID
 
-func signalPID(s Spec, sig syscall.Signal, readPID func(string) (int, error)) error {
+// signalPID reads the pid file and signals its process, unless ctx ended
+// meanwhile: a read that outlasted the hook's timeout (sendSignal has
+// given up on it) or a stop must not signal minutes later.
+func signalPID(ctx context.Context, s Spec, sig syscall.Signal, readPID func(string) (int, error)) error {
 	pid, err := readPID(s.PIDFile)
 	if err != nil {
 		return fmt.Errorf("signal: %w", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("signal: pid file %s read too late: %w", s.PIDFile, err)
+	}
+	if _, err := os.Stat("/proc/self/task/" + strconv.Itoa(pid)); err == nil && pid != os.Getpid() {
+		// kill(2) with one of tokend's thread IDs signals tokend itself.
+		return fmt.Errorf("signal: pid file %s names one of tokend's own threads (%d); refusing", s.PIDFile, pid)
 	}
 	switch pid {
 	case 1:

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -369,6 +370,61 @@ func TestSignalBounded(t *testing.T) {
 	err = send(ctx, Spec{Signal: "HUP", PIDFile: "/nfs/bot.pid", Timeout: time.Hour})
 	if err == nil || !errors.Is(err, context.Canceled) {
 		t.Fatalf("with ctx done: err = %v", err)
+	}
+}
+
+// TestSignalNotSentLate: a pid file read that outlasts the hook's timeout
+// does not signal when it finally returns.
+func TestSignalNotSentLate(t *testing.T) {
+	cmd, got := startTrap(t)
+	release, returned := make(chan struct{}), make(chan struct{})
+	readPID = func(string) (int, error) {
+		<-release
+		defer close(returned)
+		return cmd.Process.Pid, nil
+	}
+	defer func() { readPID = ReadPID }()
+	err := sendSignal(context.Background(), Spec{Signal: "USR1", PIDFile: "/nfs/bot.pid", Timeout: 20 * time.Millisecond})
+	if err == nil || !strings.Contains(err.Error(), "not read within") {
+		t.Fatalf("err = %v", err)
+	}
+	close(release)
+	<-returned
+	time.Sleep(200 * time.Millisecond) // the trap would have written by now
+	if _, err := os.Stat(got); err == nil {
+		t.Fatal("the signal went out after the hook had timed out")
+	}
+}
+
+// TestSignalRefusesOwnThread: a pid file naming one of tokend's threads
+// (a reused number) is refused: kill(2) with a thread ID signals the
+// whole process.
+func TestSignalRefusesOwnThread(t *testing.T) {
+	// A goroutine locked to a thread other than the main one (whose ID
+	// is the pid): each try holds its thread until the test ends.
+	release := make(chan struct{})
+	defer close(release)
+	tid := os.Getpid()
+	for try := 0; tid == os.Getpid() && try < 100; try++ {
+		tids := make(chan int)
+		go func() {
+			runtime.LockOSThread()
+			tids <- syscall.Gettid()
+			<-release
+		}()
+		tid = <-tids
+	}
+	if tid == os.Getpid() {
+		t.Fatal("no thread other than the main one")
+	}
+	pidFile := filepath.Join(t.TempDir(), "bot.pid")
+	if err := os.WriteFile(pidFile, []byte(strconv.Itoa(tid)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err := sendSignal(context.Background(), Spec{Signal: "USR1", PIDFile: pidFile})
+	want := fmt.Sprintf("signal: pid file %s names one of tokend's own threads (%d); refusing", pidFile, tid)
+	if err == nil || err.Error() != want {
+		t.Fatalf("err = %v\nwant  %s", err, want)
 	}
 }
 
