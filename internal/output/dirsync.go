@@ -71,6 +71,11 @@ func (d *dirState) sync(dir string) error {
 // meanwhile (in a new goroutine: r's caller has its answer).
 func (d *dirState) run(dir string, r *syncRound) {
 	r.err = syncDir(dir)
+	// Set here, in round order: a round that succeeds covers every rename
+	// before it, one that fails leaves them owed. (Set by each writer
+	// after its round returned, a late writer of an earlier, successful
+	// round could clear what a later, failed round had set.)
+	d.owed.Store(r.err != nil)
 	close(r.done)
 	d.mu.Lock()
 	next := d.next

@@ -163,3 +163,27 @@ func TestUnreadableDirectory(t *testing.T) {
 		t.Fatalf("open EIO: changed %v, err %v; want true and EIO", changed, err)
 	}
 }
+
+// TestOwedSetByTheRound: whether a directory sync is owed is the last
+// round's result, set by the round itself: a writer of an earlier round
+// that succeeded, resuming late, cannot clear what a later round that
+// failed has set.
+func TestOwedSetByTheRound(t *testing.T) {
+	realSyncDir := syncDir
+	t.Cleanup(func() { syncDir = realSyncDir })
+	results := []error{nil, errInjected, nil}
+	syncDir = func(string) error {
+		err := results[0]
+		results = results[1:]
+		return err
+	}
+	d := new(dirState)
+	dir := t.TempDir()
+	for i, want := range []bool{false, true, false} {
+		_ = d.sync(dir)
+		// Checked before this caller does anything with the result.
+		if got := d.owed.Load(); got != want {
+			t.Fatalf("after round %d: owed %v; want %v", i+1, got, want)
+		}
+	}
+}

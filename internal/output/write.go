@@ -65,7 +65,6 @@ func WriteFile(path string, data []byte, mode os.FileMode) (changed bool, err er
 				if err := d.sync(dir); err != nil {
 					return false, fmt.Errorf("output: write %s: sync directory: %w", path, err)
 				}
-				d.owed.Store(false)
 			}
 			return false, nil
 		}
@@ -130,10 +129,8 @@ func WriteFile(path string, data []byte, mode os.FileMode) (changed bool, err er
 		return true, nil
 	}
 	if err := d.sync(dir); err != nil {
-		d.owed.Store(true)
 		return true, fmt.Errorf("output: write %s: sync directory: %w", path, err)
 	}
-	d.owed.Store(false)
 	return true, nil
 }
 
