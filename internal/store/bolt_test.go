@@ -451,6 +451,50 @@ func TestCorruptChildPageFarOutside(t *testing.T) {
 	assertDamageReported(t, dir, data, "is corrupted or not a tokend database")
 }
 
+// TestCorruptKeyOffsetFarOutside: a leaf element whose key offset points
+// far outside the file (one damaged field) is the corruption error at
+// Open and in Inspect; bbolt's check reads every key, on its own goroutine,
+// where the fault was fatal.
+func TestCorruptKeyOffsetFarOutside(t *testing.T) {
+	dir := t.TempDir()
+	s := openT(t, dir)
+	var recs []Record
+	for i := range 100 { // one channel with its own leaf page, not inline
+		recs = append(recs, rec("1657000000", fmt.Sprintf("kid-%03d", i), i))
+	}
+	if err := s.Put(recs...); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	path := filepath.Join(dir, FileName)
+	db, err := openBolt(path, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var root, pageSize int
+	_ = db.View(func(tx *bolt.Tx) error {
+		root = int(tx.Bucket(bucketChannels).Bucket([]byte("1657000000")).Root())
+		pageSize = tx.DB().Info().PageSize
+		return nil
+	})
+	db.Close()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Descend to a leaf: branch elements are pos u32, ksize u32, page id u64.
+	off := root * pageSize
+	for binary.LittleEndian.Uint16(data[off+8:]) == 0x01 {
+		off = int(binary.LittleEndian.Uint64(data[off+16+8:])) * pageSize
+	}
+	// Leaf elements: flags u32, pos u32, ksize u32, vsize u32.
+	if flags, count := binary.LittleEndian.Uint16(data[off+8:]), binary.LittleEndian.Uint16(data[off+10:]); flags != 0x02 || count == 0 {
+		t.Fatalf("page %d is not a leaf page (flags %#x, %d elements)", off/pageSize, flags, count)
+	}
+	binary.LittleEndian.PutUint32(data[off+16+4:], 0x40000000)
+	assertDamageReported(t, dir, data, "is corrupted or not a tokend database")
+}
+
 // assertDamageReported writes data as dir's store file: Inspect and Open
 // must report it with want in the error, and leave it unlocked.
 func assertDamageReported(t *testing.T, dir string, data []byte, want string) {
