@@ -418,34 +418,15 @@ func TestCorruptEveryPage(t *testing.T) {
 // that page faults: inside bbolt's own check, on its own goroutine, the
 // fault was fatal and tokend crashed with a goroutine dump.
 func TestCorruptChildPageFarOutside(t *testing.T) {
-	dir := t.TempDir()
-	s := openT(t, dir)
-	for i := range 300 { // enough records for the channels bucket to branch
-		if err := s.Put(rec(fmt.Sprintf("16570%05d", i), "kid", i)); err != nil {
-			t.Fatal(err)
-		}
+	var recs []Record
+	for i := range 300 { // enough channels for the channels bucket to branch
+		recs = append(recs, rec(fmt.Sprintf("16570%05d", i), "kid", i))
 	}
-	s.Close()
-	path := filepath.Join(dir, FileName)
-	db, err := openBolt(path, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var root, pageSize int
-	_ = db.View(func(tx *bolt.Tx) error {
-		root, pageSize = int(tx.Bucket(bucketChannels).Root()), tx.DB().Info().PageSize
-		return nil
-	})
-	db.Close()
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	off := root * pageSize
+	dir, data, off, _ := storeFile(t, recs)
 	// Page header: id u64, flags u16 (0x01: branch), count u16; then
 	// branch elements: pos u32, ksize u32, child page id u64.
 	if flags, count := binary.LittleEndian.Uint16(data[off+8:]), binary.LittleEndian.Uint16(data[off+10:]); flags != 0x01 || count == 0 {
-		t.Fatalf("the channels bucket's root page %d is not a branch page (flags %#x, %d elements)", root, flags, count)
+		t.Fatalf("the channels bucket's root page (at %d) is not a branch page (flags %#x, %d elements)", off, flags, count)
 	}
 	binary.LittleEndian.PutUint64(data[off+16+8:], 1<<30)
 	assertDamageReported(t, dir, data, "is corrupted or not a tokend database")
@@ -456,34 +437,12 @@ func TestCorruptChildPageFarOutside(t *testing.T) {
 // Open and in Inspect; bbolt's check reads every key, on its own goroutine,
 // where the fault was fatal.
 func TestCorruptKeyOffsetFarOutside(t *testing.T) {
-	dir := t.TempDir()
-	s := openT(t, dir)
 	var recs []Record
 	for i := range 100 { // one channel with its own leaf page, not inline
 		recs = append(recs, rec("1657000000", fmt.Sprintf("kid-%03d", i), i))
 	}
-	if err := s.Put(recs...); err != nil {
-		t.Fatal(err)
-	}
-	s.Close()
-	path := filepath.Join(dir, FileName)
-	db, err := openBolt(path, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var root, pageSize int
-	_ = db.View(func(tx *bolt.Tx) error {
-		root = int(tx.Bucket(bucketChannels).Bucket([]byte("1657000000")).Root())
-		pageSize = tx.DB().Info().PageSize
-		return nil
-	})
-	db.Close()
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir, data, off, pageSize := storeFile(t, recs, []byte("1657000000"))
 	// Descend to a leaf: branch elements are pos u32, ksize u32, page id u64.
-	off := root * pageSize
 	for binary.LittleEndian.Uint16(data[off+8:]) == 0x01 {
 		off = int(binary.LittleEndian.Uint64(data[off+16+8:])) * pageSize
 	}
@@ -493,6 +452,37 @@ func TestCorruptKeyOffsetFarOutside(t *testing.T) {
 	}
 	binary.LittleEndian.PutUint32(data[off+16+4:], 0x40000000)
 	assertDamageReported(t, dir, data, "is corrupted or not a tokend database")
+}
+
+// storeFile writes recs into a new store and returns its directory, the
+// file's bytes, the offset in them of the root page of the channels
+// bucket (or of its sub-bucket named by sub), and the page size.
+func storeFile(t *testing.T, recs []Record, sub ...[]byte) (dir string, data []byte, off, pageSize int) {
+	t.Helper()
+	dir = t.TempDir()
+	s := openT(t, dir)
+	if err := s.Put(recs...); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	path := filepath.Join(dir, FileName)
+	db, err := openBolt(path, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketChannels)
+		for _, name := range sub {
+			b = b.Bucket(name)
+		}
+		off, pageSize = int(b.Root())*tx.DB().Info().PageSize, tx.DB().Info().PageSize
+		return nil
+	})
+	db.Close()
+	if data, err = os.ReadFile(path); err != nil {
+		t.Fatal(err)
+	}
+	return dir, data, off, pageSize
 }
 
 // assertDamageReported writes data as dir's store file: Inspect and Open
