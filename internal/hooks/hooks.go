@@ -351,12 +351,16 @@ func redactAll(s string, secrets []string) string {
 // or JWTs (v2.1 and stateless, longer), so any run of tokenRun or more
 // base64 and JWT characters is logged as [redacted]; so is a run of
 // cutRun or more at the start of a tail whose start was dropped, which
-// may be a token's end.
-const tokenRun, cutRun = 100, 16
+// may be a token's end. A backslash and a percent sign count too, so a
+// token whose slashes a JSON encoder escaped (\/) or a URL encoded (%2F)
+// is still one run; tokenRun is under 76, so a token that a base64
+// encoder wrapped leaves at most its short last line (reviewed on
+// 2026-12-06: both leaked the whole token, in pieces under 100).
+const tokenRun, cutRun = 64, 16
 
 func tokenChar(c byte) bool {
 	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
-		c == '-' || c == '_' || c == '.' || c == '+' || c == '/' || c == '='
+		c == '-' || c == '_' || c == '.' || c == '+' || c == '/' || c == '=' || c == '\\' || c == '%'
 }
 
 func redactTokenLike(s string) string {

@@ -573,7 +573,7 @@ func TestRunRedacts(t *testing.T) {
 func TestRedactAll(t *testing.T) {
 	secrets := []string{"0123456789abcdef", "short"}
 	// A short-lived token's shape: 128 random bytes in standard base64.
-	other := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{0xfb, 0xef, 0x7a}, 43)[:128])
+	other := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{0xfb, 0xef, 0xff}, 43)[:128])
 	for _, c := range []struct{ in, want string }{
 		{"a 0123456789abcdef b 0123456789abcdef", "a [redacted] b [redacted]"},
 		{"...89abcdef tail", "...[redacted] tail"}, // the last 8 bytes of a secret, at a cut
@@ -584,9 +584,12 @@ func TestRedactAll(t *testing.T) {
 		// Another channel's token, which redactAll was not given.
 		{"Authorization: Bearer " + other + "\n", "Authorization: Bearer [redacted]\n"},
 		{`{"access_token":"` + other + `"}`, `{"access_token":"[redacted]"}`},
-		{"tok: " + other[:99] + " " + other[:100], "tok: " + other[:99] + " [redacted]"}, // 99 and 100 characters
-		{"..." + other[len(other)-16:] + " ok", "...[redacted] ok"},                      // a cut tail starting in one
-		{"..." + other[len(other)-15:] + " ok", "..." + other[len(other)-15:] + " ok"},   // 15: too few to tell
+		{"tok: " + other[:63] + " " + other[:64], "tok: " + other[:63] + " [redacted]"},                                  // 63 and 64 characters
+		{`{"token":"` + strings.ReplaceAll(other, "/", `\/`) + `"}`, `{"token":"[redacted]"}`},                           // JSON-escaped slashes
+		{"t=" + strings.ReplaceAll(other, "/", "%2F") + "&x", "[redacted]&x"},                                            // URL-encoded
+		{other[:76] + "\n" + other[76:152] + "\n" + other[152:] + "\n", "[redacted]\n[redacted]\n" + other[152:] + "\n"}, // wrapped at 76: the last 20 characters only
+		{"..." + other[len(other)-16:] + " ok", "...[redacted] ok"},                                                      // a cut tail starting in one
+		{"..." + other[len(other)-15:] + " ok", "..." + other[len(other)-15:] + " ok"},                                   // 15: too few to tell
 		{other[len(other)-16:] + " uncut", other[len(other)-16:] + " uncut"},
 		{"/run/tokend/tokens/shop-bot.token written", "/run/tokend/tokens/shop-bot.token written"},
 	} {
