@@ -56,6 +56,14 @@ type Event struct {
 	Redact []string
 }
 
+// timeout bounds the hook: Timeout, or DefaultTimeout if unset.
+func (s Spec) timeout() time.Duration {
+	if s.Timeout > 0 {
+		return s.Timeout
+	}
+	return DefaultTimeout
+}
+
 // Kind names what the hook does: "exec", "signal" or "invalid".
 func (s Spec) Kind() string {
 	switch {
@@ -114,10 +122,7 @@ func runExec(ctx context.Context, s Spec, ev Event) (*tails, error) {
 	if s.Exec[0] == "" {
 		return nil, errors.New("exec: empty program name")
 	}
-	timeout := s.Timeout
-	if timeout <= 0 {
-		timeout = DefaultTimeout
-	}
+	timeout := s.timeout()
 	hctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 
@@ -269,10 +274,7 @@ func sendSignal(ctx context.Context, s Spec) error {
 	if s.PIDFile == "" {
 		return errors.New("signal: no pid_file")
 	}
-	timeout := s.Timeout
-	if timeout <= 0 {
-		timeout = DefaultTimeout
-	}
+	timeout := s.timeout()
 	hctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	done := make(chan error, 1)
@@ -300,10 +302,6 @@ func signalPID(ctx context.Context, s Spec, sig syscall.Signal, readPID func(str
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("signal: pid file %s read too late: %w", s.PIDFile, err)
 	}
-	if _, err := os.Stat("/proc/self/task/" + strconv.Itoa(pid)); err == nil && pid != os.Getpid() {
-		// kill(2) with one of tokend's thread IDs signals tokend itself.
-		return fmt.Errorf("signal: pid file %s names one of tokend's own threads (%d); refusing", s.PIDFile, pid)
-	}
 	switch pid {
 	case 1:
 		// Init: systemd (which takes SIGINT for ctrl-alt-del), or in a
@@ -313,6 +311,10 @@ func signalPID(ctx context.Context, s Spec, sig syscall.Signal, readPID func(str
 		return fmt.Errorf("signal: pid file %s names pid 1, the init process of tokend's PID namespace; refusing. A bot in another container must share its process namespace with tokend (its pid file then holds the pid tokend sees), or use an exec hook", s.PIDFile)
 	case os.Getpid():
 		return fmt.Errorf("signal: pid file %s names tokend's own pid %d; refusing", s.PIDFile, pid)
+	}
+	if _, err := os.Stat("/proc/self/task/" + strconv.Itoa(pid)); err == nil {
+		// kill(2) with one of tokend's thread IDs signals tokend itself.
+		return fmt.Errorf("signal: pid file %s names one of tokend's own threads (%d); refusing", s.PIDFile, pid)
 	}
 	if err := syscall.Kill(pid, sig); err != nil {
 		return fmt.Errorf("signal %s to pid %d (from %s): %w", s.Signal, pid, s.PIDFile, err)
