@@ -326,14 +326,14 @@ func acceptFormat(accepts []string) string {
 				}
 			}
 			for _, t := range [...]struct {
-				name string
-				w    *weight
-			}{{"text/plain", &raw}, {"application/json", &js}} {
+				name, anySub string
+				w            *weight
+			}{{"text/plain", "text/*", &raw}, {"application/json", "application/*", &js}} {
 				spec := 0
 				switch {
 				case mt == t.name:
 					spec = 3
-				case mt == t.name[:strings.IndexByte(t.name, '/')]+"/*":
+				case mt == t.anySub:
 					spec = 2
 				case mt == "*/*":
 					spec = 1
