@@ -3,7 +3,6 @@ package daemon
 import (
 	"context"
 	"fmt"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,7 +12,6 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/tokend/tokend/internal/linefake"
-	"github.com/tokend/tokend/internal/oauth"
 	"github.com/tokend/tokend/internal/store"
 )
 
@@ -23,32 +21,9 @@ import (
 // token. It used to stop the start of every channel.
 func TestDamagedRecordLeftOut(t *testing.T) {
 	dir := t.TempDir()
-	keyPath := writeKeys(t, dir, 1)[0]
-	key, err := oauth.LoadPrivateKey(keyPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sim := linefake.New(linefake.Options{})
-	for _, id := range []string{"1657000001", "1657000002"} {
-		sim.AddChannel(id, "s")
-		sim.RegisterKey(id, "kid-1", &key.PublicKey)
-	}
-	ts := httptest.NewServer(sim)
-	t.Cleanup(ts.Close)
-	srv := ts.URL
-	state := filepath.Join(dir, "state")
+	keyPath, sim, srv := simFor(t, dir, "1657000001", "1657000002")
 	out := func(n int) string { return filepath.Join(dir, fmt.Sprintf("bot%d.token", n)) }
-	cfgPath := filepath.Join(dir, "config.yaml")
-	y := fmt.Sprintf(`state_dir: %s
-line: {base_url: %q}
-socket: {path: ""}
-channels:
-  - {id: "1657000001", key_id: kid-1, private_key_file: %s, channel_secret: s, outputs: [{path: %s}]}
-  - {id: "1657000002", key_id: kid-1, private_key_file: %s, channel_secret: s, outputs: [{path: %s}]}
-`, state, srv, keyPath, out(1), keyPath, out(2))
-	if err := os.WriteFile(cfgPath, []byte(y), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	cfgPath, state := writeChannelsConfig(t, dir, srv.URL, keyPath, []string{"1657000001", "1657000002"}, []string{out(1), out(2)})
 	once := func() *observer.ObservedLogs {
 		t.Helper()
 		d, logs := newObserved(t, cfgPath)

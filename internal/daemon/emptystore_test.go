@@ -14,6 +14,23 @@ import (
 	"github.com/tokend/tokend/internal/store"
 )
 
+// writeChannelsConfig writes dir/config.yaml: the store in dir/state
+// (returned), LINE at base, no socket, and a v2.1 channel for each of ids
+// (key kid-1 in keyPath, secret s1) writing to the output of the same index.
+func writeChannelsConfig(t *testing.T, dir, base, keyPath string, ids, outputs []string) (cfgPath, state string) {
+	t.Helper()
+	state = filepath.Join(dir, "state")
+	y := fmt.Sprintf("state_dir: %s\nline: {base_url: %q}\nsocket: {path: \"\"}\nchannels:\n", state, base)
+	for i, id := range ids {
+		y += fmt.Sprintf("  - {id: %q, key_id: kid-1, private_key_file: %s, channel_secret: s1, outputs: [{path: %s}]}\n", id, keyPath, outputs[i])
+	}
+	cfgPath = filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(cfgPath, []byte(y), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return cfgPath, state
+}
+
 // newObserved makes a Daemon from the config file at cfgPath, logging at
 // info level to the returned observer.
 func newObserved(t *testing.T, cfgPath string) (*Daemon, *observer.ObservedLogs) {
@@ -36,17 +53,7 @@ func newObserved(t *testing.T, cfgPath string) (*Daemon, *observer.ObservedLogs)
 func TestEmptyStoreFileWarned(t *testing.T) {
 	dir := t.TempDir()
 	keyPath, srv := reloadSim(t, dir)
-	state := filepath.Join(dir, "state")
-	cfgPath := filepath.Join(dir, "config.yaml")
-	y := fmt.Sprintf(`state_dir: %s
-line: {base_url: %q}
-socket: {path: ""}
-channels:
-  - {id: "1657000001", key_id: kid-1, private_key_file: %s, channel_secret: s1, outputs: [{path: %s}]}
-`, state, srv.URL, keyPath, filepath.Join(dir, "bot.token"))
-	if err := os.WriteFile(cfgPath, []byte(y), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	cfgPath, state := writeChannelsConfig(t, dir, srv.URL, keyPath, []string{"1657000001"}, []string{filepath.Join(dir, "bot.token")})
 	const msg = "the store file was empty (0 bytes) and is now a new store: every channel gets a new token, and tokens issued before are not tracked (the first reconcile reports them as orphans); if an earlier tokend stopped during its first start, nothing was lost"
 	start := func() int {
 		t.Helper()

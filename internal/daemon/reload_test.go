@@ -27,17 +27,27 @@ import (
 // test's end.
 func reloadSim(t *testing.T, dir string) (keyPath string, srv *httptest.Server) {
 	t.Helper()
+	keyPath, _, srv = simFor(t, dir, "1657000001")
+	return keyPath, srv
+}
+
+// simFor serves a simulator that knows each of ids, with secret s1 and
+// the key in keyPath (written into dir) under kid-1.
+func simFor(t *testing.T, dir string, ids ...string) (keyPath string, sim *linefake.Server, srv *httptest.Server) {
+	t.Helper()
 	keyPath = writeKeys(t, dir, 1)[0]
 	key, err := oauth.LoadPrivateKey(keyPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sim := linefake.New(linefake.Options{})
+	sim = linefake.New(linefake.Options{})
 	srv = httptest.NewServer(sim)
 	t.Cleanup(srv.Close)
-	sim.AddChannel("1657000001", "s1")
-	sim.RegisterKey("1657000001", "kid-1", &key.PublicKey)
-	return keyPath, srv
+	for _, id := range ids {
+		sim.AddChannel(id, "s1")
+		sim.RegisterKey(id, "kid-1", &key.PublicKey)
+	}
+	return keyPath, sim, srv
 }
 
 // runDaemon runs d until the returned stop is called, which then checks

@@ -775,20 +775,11 @@ func TestDamagedRecordLeftOut(t *testing.T) {
 // bbolt allocated that many entries while opening the file: "fatal error:
 // runtime: out of memory", which no recover catches.
 func TestCorruptFreelistCount(t *testing.T) {
-	dir := t.TempDir()
-	s := openT(t, dir)
+	var recs []Record
 	for i := range 50 {
-		if err := s.Put(rec(fmt.Sprintf("16570%05d", i), "kid", i)); err != nil {
-			t.Fatal(err)
-		}
+		recs = append(recs, rec(fmt.Sprintf("16570%05d", i), "kid", i))
 	}
-	s.Close()
-	path := filepath.Join(dir, FileName)
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	const pageSize = 4096                     // bbolt's default here (os.Getpagesize on amd64)
+	dir, data, _, pageSize := storeFile(t, recs)
 	for _, meta := range []int{0, pageSize} { // each meta page names a freelist page
 		fl := int(binary.LittleEndian.Uint64(data[meta+16+32:]))
 		off := fl * pageSize
