@@ -635,9 +635,12 @@ func (r *Rotator) Reload(channels []Channel) error {
 	// counted as published and the file kept A's token until B's next
 	// rotation. Locked in ID order; no other code holds two channels.
 	var kept []*channel
-	for id := range next {
+	var fresh []Channel // new channels, added after the kept ones
+	for id, ch := range next {
 		if c, ok := r.chans[id]; ok {
 			kept = append(kept, c)
+		} else {
+			fresh = append(fresh, ch)
 		}
 	}
 	slices.SortFunc(kept, func(a, b *channel) int { return strings.Compare(a.cfg.ID, b.cfg.ID) })
@@ -646,7 +649,7 @@ func (r *Rotator) Reload(channels []Channel) error {
 	}
 	for _, c := range kept {
 		ch := next[c.cfg.ID]
-		fresh, _ := r.newChannel(ch)
+		nc, _ := r.newChannel(ch)
 		if c.cfg.Label() != ch.Label() {
 			r.o.Metrics.ForgetChannel(c.cfg.Label())
 			if !c.nextRecon.IsZero() {
@@ -655,29 +658,24 @@ func (r *Rotator) Reload(channels []Channel) error {
 				r.o.Metrics.SetOrphans(ch.Label(), c.orphans)
 			}
 		}
-		c.cfg, c.signer = ch, fresh.signer
+		c.cfg, c.signer = ch, nc.signer
 		c.dropAssertion()   // the key may have changed
 		c.published = false // outputs may have changed; unchanged files are not rewritten
 		c.issue, c.reconcile, c.revoke, c.publishTry = attempt{}, attempt{}, attempt{}, attempt{}
 	}
 	for _, c := range kept {
 		c.mu.Unlock()
-	}
-	for _, c := range kept {
 		r.arm(c, time.Time{})
 	}
 	var added []*channel
-	for id, ch := range next {
-		if _, ok := r.chans[id]; ok {
-			continue
-		}
+	for _, ch := range fresh {
 		c, _ := r.newChannel(ch)
-		recs, err := r.o.Store.Channel(id)
+		recs, err := r.o.Store.Channel(ch.ID)
 		if err = r.damaged(err); err != nil && !errors.Is(err, store.ErrNotFound) {
 			return fmt.Errorf("load records of channel %s: %w", ch.Label(), err)
 		}
 		c.adopt(recs)
-		r.chans[id] = c
+		r.chans[ch.ID] = c
 		added = append(added, c)
 		r.logFor(c).Info("channel added")
 	}
