@@ -647,13 +647,12 @@ func (s *Store) readChannel(channelID string, b *bolt.Bucket) (recs []Record, da
 		if v == nil { // a nested bucket: not ours
 			return nil
 		}
-		r, err := decodeRecord(v)
+		r, err := decodeAt(channelID, string(k), v)
 		if err != nil {
 			// The error names a character and a field, never the value.
 			damaged = append(damaged, fmt.Sprintf("channel %q record %q: %v", channelID, k, err))
 			return nil
 		}
-		r.ChannelID, r.ID = channelID, string(k)
 		recs = append(recs, r)
 		return nil
 	})
@@ -662,9 +661,18 @@ func (s *Store) readChannel(channelID string, b *bolt.Bucket) (recs []Record, da
 }
 
 func (s *Store) decode(channelID, id string, v []byte) (Record, error) {
-	r, err := decodeRecord(v)
+	r, err := decodeAt(channelID, id, v)
 	if err != nil {
 		return Record{}, fmt.Errorf("decode channel %s record %s in %s: %w", channelID, id, s.path, err)
+	}
+	return r, nil
+}
+
+// decodeAt decodes the record stored under channelID and id.
+func decodeAt(channelID, id string, v []byte) (Record, error) {
+	r, err := decodeRecord(v)
+	if err != nil {
+		return Record{}, err
 	}
 	// The bucket and key are authoritative.
 	r.ChannelID, r.ID = channelID, id
