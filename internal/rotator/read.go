@@ -111,6 +111,17 @@ func sameToken(a, b output.Token) bool {
 // modify them. Errors are Render's, which never hold the token.
 func (r *Rotator) TokenBody(idOrName, format string) (body []byte, found bool, err error) {
 	e, ok := (*r.lookup.Load())[idOrName]
+	return r.tokenBody(e, ok, format)
+}
+
+// TokenBodyBytes is TokenBody for a name in bytes, which it does not copy
+// (the socket's fast path reads names into its own buffer).
+func (r *Rotator) TokenBodyBytes(idOrName []byte, format string) (body []byte, found bool, err error) {
+	e, ok := (*r.lookup.Load())[string(idOrName)]
+	return r.tokenBody(e, ok, format)
+}
+
+func (r *Rotator) tokenBody(e readEntry, ok bool, format string) (body []byte, found bool, err error) {
 	if !ok {
 		return nil, false, nil
 	}

@@ -894,6 +894,10 @@ func TestTokenBodyFollowsTheToken(t *testing.T) {
 				if !found || err != nil || string(got) != string(want) {
 					t.Fatalf("TokenBody(%s, %s): found %v, err %v, body differs from Render: %v", key, format, found, err, string(got) != string(want))
 				}
+				got, found, err = h.rot.TokenBodyBytes([]byte(key), format)
+				if !found || err != nil || string(got) != string(want) {
+					t.Fatalf("TokenBodyBytes(%s, %s): found %v, err %v, body differs from Render: %v", key, format, found, err, string(got) != string(want))
+				}
 			}
 		}
 		a, _, _ := h.rot.TokenBody(ch.ID, output.FormatJSON)
@@ -910,6 +914,9 @@ func TestTokenBodyFollowsTheToken(t *testing.T) {
 	}
 	if body, found, err := h.rot.TokenBody("no-such-bot", output.FormatJSON); found || body != nil || err != nil {
 		t.Fatalf("unknown channel: found %v, body %v, err %v", found, body != nil, err)
+	}
+	if body, found, err := h.rot.TokenBodyBytes([]byte("no-such-bot"), output.FormatJSON); found || body != nil || err != nil {
+		t.Fatalf("TokenBodyBytes, unknown channel: found %v, body %v, err %v", found, body != nil, err)
 	}
 	tok, _, _ := h.rot.Token(ch.ID)
 	if _, _, err := h.rot.TokenBody(ch.ID, "yaml"); err == nil || strings.Contains(err.Error(), tok.AccessToken) {

@@ -148,6 +148,10 @@ type handler struct {
 	metrics http.Handler
 	allowed atomic.Pointer[[]int] // nil or empty: anyone who can open the socket
 	log     *zap.Logger
+
+	// The fast path's counts (fast.go), for tests: requests it answered,
+	// connections it handed to net/http.
+	answered, handed atomic.Int64
 }
 
 func (h *handler) setAllowed(uids []int) {

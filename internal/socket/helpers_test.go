@@ -116,7 +116,7 @@ type server struct {
 }
 
 // startServer serves h on a fresh socket until the test ends.
-func startServer(t *testing.T, h http.Handler) *server {
+func startServer(t testing.TB, h http.Handler) *server {
 	t.Helper()
 	path := filepath.Join(shortDir(t), "tokend.sock")
 	ln, err := Listen(path, 0o600)

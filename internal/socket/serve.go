@@ -43,6 +43,13 @@ func Serve(ctx context.Context, ln net.Listener, h http.Handler) error {
 }
 
 func serve(ctx context.Context, ln net.Listener, h http.Handler, t timeouts) error {
+	// The socket API's token reads take the fast path (fast.go); net/http
+	// accepts through it what it hands on.
+	var fs *fastServer
+	if sh, ok := h.(*Handler); ok {
+		fs = newFastServer(sh.h, ln, t)
+		ln = fs
+	}
 	srv := &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: t.readHeader,
@@ -66,6 +73,9 @@ func serve(ctx context.Context, ln net.Listener, h http.Handler, t timeouts) err
 		// was asked for, so that is not an error.
 		_ = srv.Close()
 	}
+	if fs != nil {
+		fs.wait(sctx.Done())
+	}
 	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("socket: serve %s: %w", ln.Addr(), err)
 	}
@@ -84,12 +94,23 @@ type peer struct {
 
 // connContext records the connection's peer credentials in its context.
 func connContext(ctx context.Context, c net.Conn) context.Context {
+	var p peer
+	if hc, ok := c.(*handedConn); ok {
+		p = hc.peer
+	} else {
+		p = connPeer(c)
+	}
+	return context.WithValue(ctx, peerKey{}, p)
+}
+
+// connPeer reads c's peer credentials when it is a Unix connection.
+func connPeer(c net.Conn) peer {
 	p := peer{uid: -1, gid: -1}
 	if uc, ok := c.(*net.UnixConn); ok {
 		p.unix = true
 		p.uid, p.gid, p.pid, p.err = peerCred(uc)
 	}
-	return context.WithValue(ctx, peerKey{}, p)
+	return p
 }
 
 // peerCred reads SO_PEERCRED: the peer's credentials when it connected.
