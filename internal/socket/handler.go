@@ -18,6 +18,9 @@
 // When socket.allowed_uids is set, every request on the socket from a peer
 // whose uid (SO_PEERCRED) is not listed gets 403. Errors are JSON objects
 // {"error":"..."}.
+//
+// Serve answers plain token reads itself, allocating nothing, and hands a
+// connection to net/http at its first other request (fast.go).
 package socket
 
 import (

@@ -80,7 +80,8 @@ func Open(dir string) (*Store, error) {
 	if dir == "" {
 		return nil, errors.New("store: empty state directory")
 	}
-	if err := ensureDir(dir); err != nil {
+	madeDir, err := ensureDir(dir)
+	if err != nil {
 		return nil, err
 	}
 	path := filepath.Join(dir, FileName)
@@ -88,6 +89,15 @@ func Open(dir string) (*Store, error) {
 	db, err := openBolt(path, false)
 	if err != nil {
 		return nil, openError(dir, path, err)
+	}
+	// bbolt syncs a new file's first pages but not its name: without
+	// this, a power cut soon after the first start could lose the store
+	// with every token it recorded. Synced at every open, not only at the
+	// one that creates the file: that one may have failed after creating
+	// it.
+	if err := syncNames(dir, madeDir); err != nil {
+		_ = db.Close()
+		return nil, err
 	}
 	db.MaxBatchDelay = batchDelay
 	s := &Store{db: db, path: path, foundEmpty: statErr == nil && fi.Size() == 0}
@@ -159,25 +169,59 @@ func Inspect(dir string) error {
 	})
 }
 
-// ensureDir creates dir 0700 if it is missing and checks it is a directory.
-func ensureDir(dir string) error {
+// ensureDir creates dir 0700 if it is missing (made reports it did) and
+// checks it is a directory.
+func ensureDir(dir string) (made bool, err error) {
 	fi, err := os.Stat(dir)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		if err := os.MkdirAll(dir, dirMode); err != nil {
-			return fmt.Errorf("store: create state directory: %w", err)
+			return false, fmt.Errorf("store: create state directory: %w", err)
 		}
 		// MkdirAll's mode passed through the umask; the directory is ours.
 		if err := os.Chmod(dir, dirMode); err != nil {
-			return fmt.Errorf("store: create state directory: %w", err)
+			return false, fmt.Errorf("store: create state directory: %w", err)
 		}
-		return nil
+		return true, nil
 	case err != nil:
-		return fmt.Errorf("store: state directory: %w", err)
+		return false, fmt.Errorf("store: state directory: %w", err)
 	case !fi.IsDir():
-		return fmt.Errorf("store: state directory %s is not a directory", dir)
+		return false, fmt.Errorf("store: state directory %s is not a directory", dir)
+	}
+	return false, nil
+}
+
+// syncNames makes the store file's name durable: dir is synced, and dir's
+// parent too when Open made dir (unless tokend may not read the parent,
+// which it then cannot open to sync).
+func syncNames(dir string, madeDir bool) error {
+	if err := syncDir(dir); err != nil {
+		return fmt.Errorf("store: sync state directory %s (for %s): %w", dir, FileName, err)
+	}
+	if !madeDir {
+		return nil
+	}
+	parent := filepath.Dir(dir)
+	if err := syncDir(parent); err != nil && !errors.Is(err, fs.ErrPermission) {
+		return fmt.Errorf("store: sync %s (for the state directory it now holds): %w", parent, err)
 	}
 	return nil
+}
+
+// syncDir fsyncs directory dir; a test replaces it. A file system that
+// cannot sync a directory (EINVAL, ENOTSUP) offers nothing stronger, so
+// that is no error.
+var syncDir = func(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	err = d.Sync()
+	if errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.ENOTSUP) {
+		return nil
+	}
+	return err
 }
 
 // panicError is a panic inside bbolt (it panics on some corrupted pages)

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -79,6 +80,73 @@ func TestCommitsAreSynced(t *testing.T) {
 	defer s.Close()
 	if s.db.NoSync || s.db.NoGrowSync {
 		t.Fatalf("store opened with NoSync %v, NoGrowSync %v: commits must be synced", s.db.NoSync, s.db.NoGrowSync)
+	}
+}
+
+// TestStoreNameSynced: every Open syncs the state directory (the one that
+// created the store file may have failed after creating it), and the
+// directory's parent when it made the directory; a failed sync fails Open,
+// naming the directory. Not parallel: it replaces syncDir.
+func TestStoreNameSynced(t *testing.T) {
+	var synced []string
+	var fail error
+	orig := syncDir
+	t.Cleanup(func() { syncDir = orig })
+	syncDir = func(dir string) error {
+		synced = append(synced, dir)
+		if fail != nil {
+			return fail
+		}
+		return orig(dir)
+	}
+	open := func(dir string, want ...string) {
+		t.Helper()
+		synced = nil
+		s, err := Open(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+		if !slices.Equal(synced, want) {
+			t.Fatalf("synced %q; want %q", synced, want)
+		}
+	}
+	parent := t.TempDir()
+	dir := filepath.Join(parent, "state")
+	open(dir, dir, parent) // new directory, new store
+	open(dir, dir)         // existing store
+	if err := os.Remove(filepath.Join(dir, FileName)); err != nil {
+		t.Fatal(err)
+	}
+	open(dir, dir) // new store, existing directory
+
+	fail = syscall.EIO
+	other := filepath.Join(t.TempDir(), "state")
+	if _, err := Open(other); !errors.Is(err, syscall.EIO) || !strings.Contains(err.Error(), other) {
+		t.Fatalf("Open with a failing sync: %v; want EIO naming %s", err, other)
+	}
+	fail = nil
+	open(other, other) // the lock was released; the name is synced now
+	fail = syscall.EIO
+	if _, err := Open(other); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("reopening with a failing sync: %v; want EIO", err)
+	}
+	fail = nil
+
+	// A parent tokend may not read is not synced, and that is no error;
+	// any other failure there is.
+	syncDir = func(d string) error {
+		synced = append(synced, d)
+		if d == parent {
+			return fail
+		}
+		return orig(d)
+	}
+	fail = &fs.PathError{Op: "open", Path: parent, Err: syscall.EACCES}
+	open(filepath.Join(parent, "state2"), filepath.Join(parent, "state2"), parent)
+	fail = syscall.EIO
+	if _, err := Open(filepath.Join(parent, "state3")); !errors.Is(err, syscall.EIO) || !strings.Contains(err.Error(), parent) {
+		t.Fatalf("Open with the parent's sync failing: %v; want EIO naming %s", err, parent)
 	}
 }
 
