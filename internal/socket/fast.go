@@ -253,10 +253,11 @@ var crlfcrlf = []byte("\r\n\r\n")
 // handOn gives c to net/http, or closes it when Serve is stopping.
 func (fs *fastServer) handOn(c *handedConn) {
 	_ = c.SetDeadline(time.Time{}) // net/http sets its own
+	fs.h.handed.Add(1) // before: net/http may answer before this goroutine runs again
 	select {
 	case fs.handoff <- c:
-		fs.h.handed.Add(1)
 	case <-fs.done:
+		fs.h.handed.Add(-1)
 		_ = c.Close()
 	}
 }
@@ -300,10 +301,10 @@ func (fs *fastServer) answer(fc *fastConn, head []byte) (bool, error) {
 	if fs.t.write > 0 {
 		_ = fc.c.SetWriteDeadline(time.Now().Add(fs.t.write))
 	}
+	fs.h.answered.Add(1) // before: the client may count its answer before this goroutine runs again
 	if _, err := fc.c.Write(b); err != nil {
 		return false, err
 	}
-	fs.h.answered.Add(1)
 	return true, nil
 }
 
