@@ -253,7 +253,7 @@ var crlfcrlf = []byte("\r\n\r\n")
 // handOn gives c to net/http, or closes it when Serve is stopping.
 func (fs *fastServer) handOn(c *handedConn) {
 	_ = c.SetDeadline(time.Time{}) // net/http sets its own
-	fs.h.handed.Add(1) // before: net/http may answer before this goroutine runs again
+	fs.h.handed.Add(1)             // before: net/http may answer before this goroutine runs again
 	select {
 	case fs.handoff <- c:
 	case <-fs.done:
