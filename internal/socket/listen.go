@@ -9,9 +9,12 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // maxSocketPath is the longest path a Unix socket can be bound to
@@ -97,17 +100,39 @@ func SetMode(ln net.Listener, mode os.FileMode) error {
 	if err := checkMode(l.path, mode); err != nil {
 		return err
 	}
-	fi, err := os.Lstat(l.path)
+	// The file is opened (O_PATH, not following a symlink) and checked,
+	// and the mode set on what was opened: a path checked and then
+	// chmodded could be swapped for a symlink in between by anyone who can
+	// write the socket's directory, and chmod would follow it.
+	fd, err := unix.Open(l.path, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return fmt.Errorf("socket: %w", err)
+		if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("socket: %s is no longer the socket tokend listens on", l.path)
+		}
+		return fmt.Errorf("socket: %w", &fs.PathError{Op: "open", Path: l.path, Err: err})
 	}
-	if !os.SameFile(fi, l.fi) {
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return fmt.Errorf("socket: %w", &fs.PathError{Op: "stat", Path: l.path, Err: err})
+	}
+	if want, ok := l.fi.Sys().(*syscall.Stat_t); !ok || uint64(st.Dev) != uint64(want.Dev) || st.Ino != want.Ino {
 		return fmt.Errorf("socket: %s is no longer the socket tokend listens on", l.path)
 	}
-	if err := os.Chmod(l.path, mode); err != nil {
-		return fmt.Errorf("socket: %w", err)
+	if err := chmodFD(fd, mode); err != nil {
+		return fmt.Errorf("socket: %w", &fs.PathError{Op: "chmod", Path: l.path, Err: err})
 	}
 	return nil
+}
+
+// chmodFD sets the mode of the file an O_PATH descriptor refers to, through
+// /proc/self/fd (fchmod refuses O_PATH descriptors); a test wraps it.
+var chmodFD = func(fd int, mode os.FileMode) error {
+	err := unix.Chmod("/proc/self/fd/"+strconv.Itoa(fd), uint32(mode.Perm()))
+	if errors.Is(err, unix.ENOENT) {
+		return errors.New("/proc is not mounted: tokend sets the socket's mode through /proc/self/fd")
+	}
+	return err
 }
 
 // CheckPath is what Listen refuses at path before it binds: anything but

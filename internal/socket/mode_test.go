@@ -51,3 +51,42 @@ func TestSetMode(t *testing.T) {
 		t.Error("SetMode on a listener not from Listen: no error")
 	}
 }
+
+// TestSetModeSwappedForSymlink: a socket swapped for a symlink between
+// SetMode's check and its chmod (someone who can write the socket's
+// directory) does not get the symlink's target chmodded. Not parallel: it
+// wraps chmodFD.
+func TestSetModeSwappedForSymlink(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "s.sock")
+	victim := filepath.Join(dir, "victim")
+	if err := os.WriteFile(victim, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := Listen(path, 0o660)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	orig := chmodFD
+	t.Cleanup(func() { chmodFD = orig })
+	chmodFD = func(fd int, mode os.FileMode) error {
+		if err := os.Remove(path); err != nil {
+			return err
+		}
+		if err := os.Symlink(victim, path); err != nil {
+			return err
+		}
+		return orig(fd, mode)
+	}
+	if err := SetMode(ln, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(victim); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("the symlink's target: mode %v, %v; want 0600, untouched", fi.Mode().Perm(), err)
+	}
+	chmodFD = orig
+	if err := SetMode(ln, 0o600); err == nil || !strings.Contains(err.Error(), "no longer the socket") {
+		t.Fatalf("SetMode with a symlink at the path: %v; want an error saying so", err)
+	}
+}
