@@ -109,6 +109,10 @@ func NewHandler(src Source, o HandlerOptions) *Handler {
 func cleanOnly(mux *http.ServeMux) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p := r.URL.Path
+		if !strings.HasPrefix(p, "/") { // "OPTIONS *": the mux's answer is an empty 400
+			writeError(w, http.StatusNotFound, "not found")
+			return
+		}
 		c := path.Clean(p)
 		if strings.HasSuffix(p, "/") && c != "/" {
 			c += "/"

@@ -58,6 +58,9 @@ func serve(ctx context.Context, ln net.Listener, h http.Handler, t timeouts) err
 		IdleTimeout:       t.idle,
 		MaxHeaderBytes:    maxHeaderBytes,
 		ConnContext:       connContext,
+		// "OPTIONS *" goes to the handler too, and its peer check, rather
+		// than answered 200 by net/http for anyone.
+		DisableGeneralOptionsHandler: true,
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()

@@ -388,3 +388,23 @@ func TestPublishRace(t *testing.T) {
 		t.Fatal("replaced")
 	}
 }
+
+// TestOptionsStar: "OPTIONS *" goes through the handler like any request:
+// 403 for a peer socket.allowed_uids refuses (net/http alone answers it 200
+// for anyone), the JSON 404 otherwise.
+func TestOptionsStar(t *testing.T) {
+	const raw = "OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n"
+	for _, tc := range []struct {
+		uids []int
+		want string
+	}{
+		{nil, "HTTP/1.1 404 "},
+		{[]int{os.Getuid() + 1}, "HTTP/1.1 403 "},
+	} {
+		s := startServer(t, NewHandler(newFakeSource(), HandlerOptions{AllowedUIDs: tc.uids}))
+		got := exchange(t, s.path, raw)
+		if !strings.HasPrefix(got, tc.want) || !strings.Contains(got, `{"error":`) {
+			t.Errorf("allowed_uids %v: %q; want %q with a JSON error", tc.uids, got, tc.want)
+		}
+	}
+}
