@@ -310,13 +310,30 @@ func setGCPercent(p int) {
 
 // removeStale removes the temporary files a killed tokend left next to its
 // outputs. Holding the store means no other tokend writes them now.
-func (d *Daemon) removeStale() {
-	var paths []string
-	for _, ch := range d.cfg.Channels {
-		for _, o := range ch.Outputs {
-			paths = append(paths, o.Path)
+func (d *Daemon) removeStale() { d.removeStaleAt(outputPaths(d.cfg, nil)) }
+
+// outputPaths lists cfg's output paths, but those in running (nil: none).
+func outputPaths(cfg, running *config.Config) []string {
+	skip := map[string]bool{}
+	if running != nil {
+		for _, p := range outputPaths(running, nil) {
+			skip[p] = true
 		}
 	}
+	var paths []string
+	for _, ch := range cfg.Channels {
+		for _, o := range ch.Outputs {
+			if !skip[o.Path] {
+				paths = append(paths, o.Path)
+			}
+		}
+	}
+	return paths
+}
+
+// removeStaleAt is removeStale for the given output paths, which no write
+// may be under way to.
+func (d *Daemon) removeStaleAt(paths []string) {
 	removed, err := output.RemoveStaleAll(paths)
 	for _, p := range paths {
 		if n := removed[p]; n > 0 {
@@ -578,6 +595,10 @@ func (d *Daemon) reload() error {
 	if err != nil {
 		return err
 	}
+	// A new output's directory may hold what a crash left beside it from
+	// an earlier config that named it: removed before any write there,
+	// as at start. Outputs the running config names are being written.
+	d.removeStaleAt(outputPaths(cfg, d.cfg))
 	if err := d.rot.Reload(channels); err != nil {
 		return err
 	}

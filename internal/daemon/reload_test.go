@@ -2,7 +2,9 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -260,19 +262,7 @@ channels:
 	state, sock, out := filepath.Join(dir, "state"), filepath.Join(dir, "s.sock"), filepath.Join(dir, "bot-1.json")
 	write(state, sock, out)
 	logs, notes, reload := startReloadable(t, cfgPath)
-	waitFor := func(want string) {
-		t.Helper()
-		for {
-			select {
-			case n := <-notes:
-				if n == want {
-					return
-				}
-			case <-time.After(10 * time.Second):
-				t.Fatalf("no %q within 10s", want)
-			}
-		}
-	}
+	waitFor := func(want string) { t.Helper(); waitNote(t, notes, want) }
 	waitFor("READY=1")
 	storeFile := filepath.Join(state, "tokend.db")
 	before, err := os.Stat(storeFile)
@@ -450,6 +440,21 @@ channels:
 // startReloadable loads cfgPath and runs a daemon on it, logging to the
 // returned observer at info, with systemd's notifications and reload
 // requests through the returned channels; it stops at the test's end.
+// waitNote reads systemd notifications until want, for up to 10 s.
+func waitNote(t *testing.T, notes <-chan string, want string) {
+	t.Helper()
+	for {
+		select {
+		case n := <-notes:
+			if n == want {
+				return
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no %q within 10s", want)
+		}
+	}
+}
+
 func startReloadable(t *testing.T, cfgPath string) (*observer.ObservedLogs, chan string, chan struct{}) {
 	t.Helper()
 	cfg, err := config.Load(cfgPath)
@@ -466,4 +471,38 @@ func startReloadable(t *testing.T, cfgPath string) (*observer.ObservedLogs, chan
 	stop := runDaemon(t, d)
 	t.Cleanup(func() { stop(); d.Close() })
 	return logs, notes, reload
+}
+
+// TestReloadRemovesStaleBesideNewOutputs: a reload that adds an output
+// removes the temporary files a crash left beside it (from an earlier
+// config that named it), as a start does, and leaves those beside the
+// outputs the running config writes.
+func TestReloadRemovesStaleBesideNewOutputs(t *testing.T) {
+	dir := t.TempDir()
+	keyPath, _, srv := simFor(t, dir, "1657000001", "1657000002")
+	outA, outB := filepath.Join(dir, "a.token"), filepath.Join(dir, "b.token")
+	cfgPath, _ := writeChannelsConfig(t, dir, srv.URL, keyPath, []string{"1657000001"}, []string{outA})
+	logs, notes, reload := startReloadable(t, cfgPath)
+	waitNote(t, notes, "READY=1")
+	staleA, staleB := filepath.Join(dir, ".a.token.tmp-1"), filepath.Join(dir, ".b.token.tmp-1")
+	for _, f := range []string{staleA, staleB} {
+		if err := os.WriteFile(f, []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeChannelsConfig(t, dir, srv.URL, keyPath, []string{"1657000001", "1657000002"}, []string{outA, outB})
+	reload <- struct{}{}
+	waitNote(t, notes, "READY=1")
+	if logs.FilterMessage("configuration reloaded").Len() != 1 {
+		t.Fatalf("reload not applied: %v", logs.All())
+	}
+	if _, err := os.Stat(staleB); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the stale file beside the new output: %v; want it removed", err)
+	}
+	if _, err := os.Stat(staleA); err != nil {
+		t.Errorf("the file beside the running output: %v; want it left (a write may own it)", err)
+	}
+	if n := logs.FilterMessage("removed temporary files a crash left beside an output").FilterField(zap.String("path", outB)).Len(); n != 1 {
+		t.Errorf("%d log lines for %s; want 1", n, outB)
+	}
 }
