@@ -44,7 +44,13 @@ import (
 // it as it answers every request: so each refusal, error, log line and
 // route stays net/http's and the handler's, and the fast path's answers
 // are net/http's byte for byte (TestFastAnswersAsNetHTTP,
-// FuzzFastAgreesWithNetHTTP).
+// FuzzFastAgreesWithNetHTTP), with net/http's deadlines
+// (TestFastDeadlinesAsNetHTTP). One limit moves a little: net/http alone
+// lets a connection's later request have up to 4 KiB more header bytes
+// than its first (what it read ahead with the request before does not
+// count against the next one's limit); a request handed on after a fast
+// answer is the first net/http reads, so it gets the first request's
+// limit (431 from about 20 KiB).
 
 // fastHeadMax is the connection's read buffer: a request head that does not
 // fit goes to net/http.
@@ -82,6 +88,7 @@ func newFastServer(h *handler, ln net.Listener, t timeouts) *fastServer {
 		done:    make(chan struct{}),
 		conns:   map[*fastConn]struct{}{},
 	}
+	fs.wg.Add(1) // wait waits for the accept loop too: it adds connections
 	go fs.acceptLoop()
 	return fs
 }
@@ -89,6 +96,7 @@ func newFastServer(h *handler, ln net.Listener, t timeouts) *fastServer {
 // acceptLoop accepts until the listener fails for good, backing off from
 // temporary failures (too many open files) as net/http does.
 func (fs *fastServer) acceptLoop() {
+	defer fs.wg.Done()
 	var delay time.Duration
 	for {
 		c, err := fs.ln.Accept()
@@ -196,12 +204,13 @@ func (fs *fastServer) serveConn(c net.Conn) {
 	fs.conns[fc] = struct{}{}
 	fs.mu.Unlock()
 	hand := false
+	var first time.Time // the first request's header deadline, until an answer
 	defer func() {
 		fs.mu.Lock()
 		delete(fs.conns, fc)
 		fs.mu.Unlock()
 		if hand {
-			fs.handOn(&handedConn{Conn: c, br: fc.br, peer: fc.peer})
+			fs.handOn(&handedConn{Conn: c, br: fc.br, peer: fc.peer, first: first})
 			return
 		}
 		if v := recover(); v != nil {
@@ -210,21 +219,40 @@ func (fs *fastServer) serveConn(c net.Conn) {
 		_ = c.Close()
 	}()
 	fc.br = bufio.NewReaderSize(c, fastHeadMax)
-	wait := fs.t.readHeader // net/http's bound for a connection's first request
+	// net/http's deadlines: a connection's first request head within
+	// ReadHeaderTimeout of its start (handed on, net/http keeps to that
+	// deadline: handedConn); after an answer, the next request's first 4
+	// bytes within IdleTimeout, then its head within ReadHeaderTimeout
+	// (net/http's own, after a hand-on).
+	hdrWait, idleWait := fs.t.readHeader, fs.t.idle
+	if hdrWait <= 0 {
+		hdrWait = fs.t.read
+	}
+	if idleWait <= 0 {
+		idleWait = fs.t.read
+	}
+	if hdrWait > 0 {
+		first = time.Now().Add(hdrWait)
+		_ = c.SetReadDeadline(first)
+	}
+	answered := false
 	for {
-		if fc.br.Buffered() == 0 {
-			if wait > 0 {
-				_ = c.SetReadDeadline(time.Now().Add(wait))
+		need := 1
+		if answered {
+			need = 4 // net/http's Peek(4) between requests
+		}
+		if fc.br.Buffered() < need {
+			if answered && idleWait > 0 {
+				_ = c.SetReadDeadline(time.Now().Add(idleWait))
 			}
 			// After the deadline is set: Close's deadline, set after
 			// closing, then stands.
 			if fs.closing.Load() {
 				return
 			}
-			if _, err := fc.br.Peek(1); err != nil {
+			if _, err := fc.br.Peek(need); err != nil {
 				return // gone, idle too long, or closing: as net/http, no answer
 			}
-			wait = fs.t.idle
 		}
 		if fs.closing.Load() {
 			return
@@ -236,14 +264,15 @@ func (fs *fastServer) serveConn(c net.Conn) {
 			return
 		}
 		head := buf[:end+len(crlfcrlf)]
-		answered, err := fs.answer(fc, head)
+		ok, err := fs.answer(fc, head)
 		if err != nil {
 			return // the peer is gone, or too slow to read its answer
 		}
-		if !answered {
+		if !ok {
 			hand = true
 			return
 		}
+		answered, first = true, time.Time{}
 		_, _ = fc.br.Discard(len(head))
 	}
 }
@@ -277,8 +306,8 @@ func (fs *fastServer) answer(fc *fastConn, head []byte) (bool, error) {
 	} else {
 		body, found, err = fs.h.src.TokenBody(string(name), format)
 	}
-	if !found || err != nil || body == nil || len(body) > fastBodyMax {
-		return false, nil // net/http answers 404, 500 or 503, and logs
+	if !found || err != nil || len(body) == 0 || len(body) > fastBodyMax {
+		return false, nil // net/http answers 404, 500 or 503, and logs; and an empty body its way
 	}
 	ct := ctJSON[0]
 	if format == output.FormatRaw {
@@ -456,8 +485,23 @@ func asciiEqualFold(b []byte, s string) bool {
 // reads start with the bytes the fast path read and did not answer.
 type handedConn struct {
 	net.Conn
-	br   *bufio.Reader // nil: nothing read
-	peer peer
+	br    *bufio.Reader // nil: nothing read
+	peer  peer
+	first time.Time // when not zero: the connection's first request head is due by then
+}
+
+// SetReadDeadline keeps net/http's first deadline, for the head of the
+// connection's first request, to the one the fast path set when the
+// connection came: a head sent slowly gets ReadHeaderTimeout in all, as
+// from net/http alone, not twice that.
+func (c *handedConn) SetReadDeadline(t time.Time) error {
+	if !c.first.IsZero() {
+		if t.IsZero() || t.After(c.first) {
+			t = c.first
+		}
+		c.first = time.Time{}
+	}
+	return c.Conn.SetReadDeadline(t)
 }
 
 func (c *handedConn) Read(p []byte) (int, error) {

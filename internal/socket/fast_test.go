@@ -2,13 +2,17 @@ package socket
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"regexp"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -45,9 +49,21 @@ func exchange(t testing.TB, path, raw string) string {
 	if err := c.(*net.UnixConn).CloseWrite(); err != nil {
 		t.Fatal(err)
 	}
+	return transcript(t, c)
+}
+
+// transcript reads c until the server hangs up and returns what it sent,
+// with Date's value blanked and the fake token replaced (tests print it),
+// and "[reset]" at the end when the server reset the connection (net/http
+// does when it closes with bytes unread).
+func transcript(t testing.TB, c net.Conn) string {
+	t.Helper()
 	got, err := io.ReadAll(c)
+	if errors.Is(err, syscall.ECONNRESET) {
+		got, err = append(got, "[reset]"...), nil
+	}
 	if err != nil {
-		t.Fatalf("%q: %v after %q", raw, err, got)
+		t.Fatalf("%v after %q", err, got)
 	}
 	got = dateValue.ReplaceAll(got, []byte("Date: -\r"))
 	return strings.ReplaceAll(string(got), secretToken, "[token]")
@@ -385,5 +401,120 @@ func TestFastNamesAsNetHTTPReadsThem(t *testing.T) {
 	}
 	if a, hd := counts(h); a != 1 || hd != 2 {
 		t.Fatalf("fast path answered %d, handed %d; want 1 (ab), 2", a, hd)
+	}
+}
+
+// paced writes parts on a new connection to path, sleeping gap before each
+// but the first (a write the server refused, having hung up, ends them),
+// half-closes, and returns the transcript.
+func paced(t *testing.T, path string, gap time.Duration, parts ...string) string {
+	t.Helper()
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.SetDeadline(time.Now().Add(5 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	for i, p := range parts {
+		if i > 0 {
+			time.Sleep(gap)
+		}
+		if _, err := io.WriteString(c, p); err != nil {
+			break
+		}
+	}
+	_ = c.(*net.UnixConn).CloseWrite()
+	return transcript(t, c)
+}
+
+// TestFastDeadlinesAsNetHTTP: a head that comes in pieces meets net/http's
+// deadlines with the fast path as without it: a connection's first head
+// is due ReadHeaderTimeout after the connection, however it is split (the
+// fast path hands on, and net/http keeps to that deadline); after an
+// answer, the next request's first 4 bytes may take up to IdleTimeout.
+func TestFastDeadlinesAsNetHTTP(t *testing.T) {
+	const tok = "GET /v1/channels/shop-bot/token HTTP/1.1\r\nHost: x\r\n\r\n"
+	h := NewHandler(newFakeSource(), HandlerOptions{})
+	fast, plain := fastPair(t, h)
+	short := testTimeouts.readHeader * 3 / 4 // two of them: over the header timeout
+	long := testTimeouts.readHeader * 3 / 2  // over the header timeout, under the idle one
+	for _, tc := range []struct {
+		name  string
+		gap   time.Duration
+		parts []string
+	}{
+		{"first head in three pieces, too slow", short, []string{"", "G", tok[1:]}},
+		{"first head in two pieces, in time", short, []string{"GET /v1/channels/", tok[len("GET /v1/channels/"):]}},
+		{"after an answer, 2 bytes, then the rest", long, []string{tok + "GE", tok[2:]}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			want := paced(t, plain.path, tc.gap, tc.parts...)
+			if got := paced(t, fast.path, tc.gap, tc.parts...); got != want {
+				t.Fatalf("with the fast path:\n%q\nnet/http alone:\n%q", got, want)
+			}
+		})
+	}
+}
+
+// emptySource serves an empty body: the fast path leaves it to net/http,
+// which answers HEAD without a Content-Length.
+type emptySource struct{ fakeSource }
+
+func (s *emptySource) TokenBody(string, string) ([]byte, bool, error) { return []byte{}, true, nil }
+
+func TestFastEmptyBody(t *testing.T) {
+	h := NewHandler(&emptySource{}, HandlerOptions{})
+	fast, plain := fastPair(t, h)
+	for _, raw := range []string{
+		"HEAD /v1/channels/e/token HTTP/1.1\r\nHost: x\r\n\r\n",
+		"GET /v1/channels/e/token HTTP/1.1\r\nHost: x\r\n\r\n",
+	} {
+		want := exchange(t, plain.path, raw)
+		if got := exchange(t, fast.path, raw); got != want {
+			t.Fatalf("with the fast path:\n%q\nnet/http alone:\n%q", got, want)
+		}
+	}
+}
+
+// slowAccept is a listener whose Accept dawdles after each connection, as
+// an accept goroutine the scheduler left waiting.
+type slowAccept struct{ net.Listener }
+
+func (l slowAccept) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		time.Sleep(300 * time.Millisecond)
+	}
+	return c, err
+}
+
+// TestFastStopWaitsForAccept: Serve returns only once the fast path's
+// accept loop has ended, and with it every connection it accepted.
+func TestFastStopWaitsForAccept(t *testing.T) {
+	path := filepath.Join(shortDir(t), "s.sock")
+	ln, err := Listen(path, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- serve(ctx, slowAccept{ln}, NewHandler(newFakeSource(), HandlerOptions{}), testTimeouts)
+	}()
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	time.Sleep(50 * time.Millisecond) // accepted, not yet served
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+	if n, err := c.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("when Serve returned the connection read %d bytes, %v; want EOF (closed)", n, err)
 	}
 }
