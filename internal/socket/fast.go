@@ -77,7 +77,7 @@ type fastServer struct {
 
 	mu    sync.Mutex
 	conns map[*fastConn]struct{}
-	wg    sync.WaitGroup // serveConn goroutines
+	wg    sync.WaitGroup // the accept loop and the serveConn goroutines
 }
 
 func newFastServer(h *handler, ln net.Listener, t timeouts) *fastServer {
