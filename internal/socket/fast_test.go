@@ -31,25 +31,10 @@ func fastPair(t testing.TB, h *Handler) (fast, plain *server) {
 var dateValue = regexp.MustCompile(`(?m)^Date: [^\r]*\r$`)
 
 // exchange writes raw on a new connection to path, half-closes it, and
-// returns everything the server sends until it hangs up, with Date's value
-// blanked and the fake token replaced: tests print it.
+// returns the transcript of everything the server sends until it hangs up.
 func exchange(t testing.TB, path, raw string) string {
 	t.Helper()
-	c, err := net.Dial("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if err := c.SetDeadline(time.Now().Add(5 * time.Second)); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.WriteString(c, raw); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.(*net.UnixConn).CloseWrite(); err != nil {
-		t.Fatal(err)
-	}
-	return transcript(t, c)
+	return paced(t, path, 0, raw)
 }
 
 // transcript reads c until the server hangs up and returns what it sent,
@@ -407,7 +392,7 @@ func TestFastNamesAsNetHTTPReadsThem(t *testing.T) {
 // paced writes parts on a new connection to path, sleeping gap before each
 // but the first (a write the server refused, having hung up, ends them),
 // half-closes, and returns the transcript.
-func paced(t *testing.T, path string, gap time.Duration, parts ...string) string {
+func paced(t testing.TB, path string, gap time.Duration, parts ...string) string {
 	t.Helper()
 	c, err := net.Dial("unix", path)
 	if err != nil {
