@@ -1,6 +1,7 @@
 package socket
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -172,5 +173,97 @@ func BenchmarkTokenSocket(b *testing.B) {
 				}
 			})
 		})
+	}
+}
+
+// BenchmarkTokenSocketRaw is BenchmarkTokenSocket with clients that
+// allocate nothing (a request written from a fixed buffer, the answer read
+// into one), so that B/op and allocs/op are the servers' own: tokend's
+// fast path against the bare handler on a plain http.Server.
+func BenchmarkTokenSocketRaw(b *testing.B) {
+	src := bytesSource{newBenchSource()}
+	for _, name := range []string{"tokend", "bare"} {
+		b.Run(name, func(b *testing.B) {
+			path := filepath.Join(shortDir(b), "b.sock")
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			if name == "tokend" {
+				ln, err := Listen(path, 0o600)
+				if err != nil {
+					b.Fatal(err)
+				}
+				go func() { done <- Serve(ctx, ln, NewHandler(src, HandlerOptions{})) }()
+			} else {
+				ln, err := net.Listen("unix", path)
+				if err != nil {
+					b.Fatal(err)
+				}
+				srv := &http.Server{Handler: bareHandler()}
+				go func() { _ = srv.Serve(ln); done <- nil }()
+				go func() { <-ctx.Done(); _ = srv.Close() }()
+			}
+			defer func() {
+				cancel()
+				if err := <-done; err != nil {
+					b.Error(err)
+				}
+			}()
+			var n atomic.Int64
+			b.ReportAllocs()
+			b.SetParallelism(max(1, 64/runtime.GOMAXPROCS(0)))
+			b.RunParallel(func(pb *testing.PB) {
+				c, err := net.Dial("unix", path)
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				defer c.Close()
+				req := fmt.Appendf(nil, "GET /v1/channels/b%05d/token HTTP/1.1\r\nHost: tokend\r\n\r\n", n.Add(1)*7%benchChannels)
+				buf := make([]byte, 4096)
+				for pb.Next() {
+					if _, err := c.Write(req); err != nil {
+						b.Error(err)
+						return
+					}
+					if err := readAnswer(c, buf); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
+}
+
+// readAnswer reads one 200 answer with a Content-Length into buf.
+func readAnswer(c net.Conn, buf []byte) error {
+	have := 0
+	for {
+		n, err := c.Read(buf[have:])
+		if err != nil {
+			return err
+		}
+		have += n
+		head := bytes.Index(buf[:have], []byte("\r\n\r\n"))
+		if head < 0 {
+			continue
+		}
+		if !bytes.HasPrefix(buf, []byte("HTTP/1.1 200 ")) {
+			return fmt.Errorf("answer %.40q", buf[:have])
+		}
+		i := bytes.Index(buf[:head], []byte("Content-Length: "))
+		if i < 0 {
+			return fmt.Errorf("no Content-Length in %.200q", buf[:head])
+		}
+		length := 0
+		for _, d := range buf[i+len("Content-Length: ") : head] {
+			if d < '0' || d > '9' {
+				break
+			}
+			length = 10*length + int(d-'0')
+		}
+		if have >= head+4+length {
+			return nil
+		}
 	}
 }
