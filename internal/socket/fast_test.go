@@ -291,7 +291,9 @@ func TestFastIdleTimeout(t *testing.T) {
 			if n, err := c.Read(buf); err != io.EOF {
 				t.Fatalf("read %d bytes, %v; want EOF", n, err)
 			}
-			if d := time.Since(start); d < tc.want*3/4 || d > tc.want*2 {
+			// Under the other timeout, with a second of room for a loaded
+			// machine: 0.2 s against 2 s tells the two apart.
+			if d := time.Since(start); d < tc.want*3/4 || d > tc.want+time.Second {
 				t.Fatalf("closed after %v; want about %v", d, tc.want)
 			}
 		})
@@ -431,7 +433,7 @@ func TestFastDeadlinesAsNetHTTP(t *testing.T) {
 		parts []string
 	}{
 		{"first head in three pieces, too slow", short, []string{"", "G", tok[1:]}},
-		{"first head in two pieces, in time", short, []string{"GET /v1/channels/", tok[len("GET /v1/channels/"):]}},
+		{"first head in two pieces, in time", testTimeouts.readHeader / 10, []string{"GET /v1/channels/", tok[len("GET /v1/channels/"):]}},
 		{"after an answer, 2 bytes, then the rest", long, []string{tok + "GE", tok[2:]}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
