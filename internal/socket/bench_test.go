@@ -111,6 +111,38 @@ func BenchmarkTokenHandler(b *testing.B) {
 	}
 }
 
+// serveBench serves, until b ends, tokend's handler from src by Serve
+// (name "tokend"), or else the bare handler on a plain http.Server, on a
+// fresh Unix socket, and returns the socket's path.
+func serveBench(b *testing.B, name string, src Source) string {
+	b.Helper()
+	path := filepath.Join(shortDir(b), "b.sock")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	if name == "tokend" {
+		ln, err := Listen(path, 0o600)
+		if err != nil {
+			b.Fatal(err)
+		}
+		go func() { done <- Serve(ctx, ln, NewHandler(src, HandlerOptions{})) }()
+	} else {
+		ln, err := net.Listen("unix", path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		srv := &http.Server{Handler: bareHandler()}
+		go func() { _ = srv.Serve(ln); done <- nil }()
+		go func() { <-ctx.Done(); _ = srv.Close() }()
+	}
+	b.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			b.Error(err)
+		}
+	})
+	return path
+}
+
 // BenchmarkTokenSocket is the token route end to end: 64 keep-alive
 // clients (GOMAXPROCS x parallelism) over a Unix socket, tokend's handler
 // served by Serve against the bare handler on a plain http.Server on the
@@ -119,30 +151,7 @@ func BenchmarkTokenSocket(b *testing.B) {
 	src := newBenchSource()
 	for _, name := range []string{"tokend", "bare"} {
 		b.Run(name, func(b *testing.B) {
-			path := filepath.Join(shortDir(b), "b.sock")
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			if name == "tokend" {
-				ln, err := Listen(path, 0o600)
-				if err != nil {
-					b.Fatal(err)
-				}
-				go func() { done <- Serve(ctx, ln, NewHandler(src, HandlerOptions{})) }()
-			} else {
-				ln, err := net.Listen("unix", path)
-				if err != nil {
-					b.Fatal(err)
-				}
-				srv := &http.Server{Handler: bareHandler()}
-				go func() { _ = srv.Serve(ln); done <- nil }()
-				go func() { <-ctx.Done(); _ = srv.Close() }()
-			}
-			defer func() {
-				cancel()
-				if err := <-done; err != nil {
-					b.Error(err)
-				}
-			}()
+			path := serveBench(b, name, src)
 			var n atomic.Int64
 			b.ReportAllocs()
 			b.SetParallelism(max(1, 64/runtime.GOMAXPROCS(0)))
@@ -184,30 +193,7 @@ func BenchmarkTokenSocketRaw(b *testing.B) {
 	src := bytesSource{newBenchSource()}
 	for _, name := range []string{"tokend", "bare"} {
 		b.Run(name, func(b *testing.B) {
-			path := filepath.Join(shortDir(b), "b.sock")
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			if name == "tokend" {
-				ln, err := Listen(path, 0o600)
-				if err != nil {
-					b.Fatal(err)
-				}
-				go func() { done <- Serve(ctx, ln, NewHandler(src, HandlerOptions{})) }()
-			} else {
-				ln, err := net.Listen("unix", path)
-				if err != nil {
-					b.Fatal(err)
-				}
-				srv := &http.Server{Handler: bareHandler()}
-				go func() { _ = srv.Serve(ln); done <- nil }()
-				go func() { <-ctx.Done(); _ = srv.Close() }()
-			}
-			defer func() {
-				cancel()
-				if err := <-done; err != nil {
-					b.Error(err)
-				}
-			}()
+			path := serveBench(b, name, src)
 			var n atomic.Int64
 			b.ReportAllocs()
 			b.SetParallelism(max(1, 64/runtime.GOMAXPROCS(0)))
