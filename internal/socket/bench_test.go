@@ -116,16 +116,15 @@ func BenchmarkTokenHandler(b *testing.B) {
 // fresh Unix socket, and returns the socket's path.
 func serveBench(b *testing.B, name string, src Source) string {
 	b.Helper()
-	path := filepath.Join(shortDir(b), "b.sock")
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
+	var path string
 	if name == "tokend" {
-		ln, err := Listen(path, 0o600)
-		if err != nil {
-			b.Fatal(err)
-		}
+		var ln net.Listener
+		path, ln = listenT(b)
 		go func() { done <- Serve(ctx, ln, NewHandler(src, HandlerOptions{})) }()
 	} else {
+		path = filepath.Join(shortDir(b), "b.sock")
 		ln, err := net.Listen("unix", path)
 		if err != nil {
 			b.Fatal(err)

@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"regexp"
 	"runtime"
 	"strings"
@@ -480,11 +479,7 @@ func (l slowAccept) Accept() (net.Conn, error) {
 // TestFastStopWaitsForAccept: Serve returns only once the fast path's
 // accept loop has ended, and with it every connection it accepted.
 func TestFastStopWaitsForAccept(t *testing.T) {
-	path := filepath.Join(shortDir(t), "s.sock")
-	ln, err := Listen(path, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
+	path, ln := listenT(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {

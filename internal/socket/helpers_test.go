@@ -115,14 +115,21 @@ type server struct {
 	stop   func() error // stops the server, returns what Serve returned
 }
 
-// startServer serves h on a fresh socket until the test ends.
-func startServer(t testing.TB, h http.Handler) *server {
+// listenT listens (Listen, mode 0600) on a fresh socket path.
+func listenT(t testing.TB) (string, net.Listener) {
 	t.Helper()
 	path := filepath.Join(shortDir(t), "tokend.sock")
 	ln, err := Listen(path, 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return path, ln
+}
+
+// startServer serves h on a fresh socket until the test ends.
+func startServer(t testing.TB, h http.Handler) *server {
+	t.Helper()
+	path, ln := listenT(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- serve(ctx, ln, h, testTimeouts) }()

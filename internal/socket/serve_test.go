@@ -83,11 +83,7 @@ func TestServeShutdownBound(t *testing.T) {
 			close(cut)
 		}
 	})
-	path := filepath.Join(shortDir(t), "s.sock")
-	ln, err := Listen(path, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
+	path, ln := listenT(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	tm := testTimeouts
@@ -128,11 +124,7 @@ func TestServeShutdownBound(t *testing.T) {
 // TestServeListenerFailure: a listener that dies is an error, not a
 // clean stop.
 func TestServeListenerFailure(t *testing.T) {
-	path := filepath.Join(shortDir(t), "s.sock")
-	ln, err := Listen(path, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
+	path, ln := listenT(t)
 	done := make(chan error, 1)
 	go func() { done <- serve(context.Background(), ln, http.NotFoundHandler(), testTimeouts) }()
 	time.Sleep(20 * time.Millisecond) // let Serve start accepting (either order ends in an error)
@@ -151,11 +143,7 @@ func TestServeListenerFailure(t *testing.T) {
 }
 
 func TestServeAlreadyCanceled(t *testing.T) {
-	path := filepath.Join(shortDir(t), "s.sock")
-	ln, err := Listen(path, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
+	path, ln := listenT(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	if err := Serve(ctx, ln, http.NotFoundHandler()); err != nil {
@@ -331,11 +319,7 @@ func TestListenKeepsASocketItCannotProbe(t *testing.T) {
 // TestListenCloseKeepsReplacement: Close removes the socket only if it is
 // still ours.
 func TestListenCloseKeepsReplacement(t *testing.T) {
-	path := filepath.Join(shortDir(t), "tokend.sock")
-	ln, err := Listen(path, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
+	path, ln := listenT(t)
 	os.Remove(path)
 	os.WriteFile(path, []byte("someone else's"), 0o600)
 	ln.Close()
