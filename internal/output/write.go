@@ -234,18 +234,26 @@ func inMemory(f tempFile) bool {
 	return err == nil && (t == unix.TMPFS_MAGIC || t == unix.RAMFS_MAGIC)
 }
 
-// fsyncDir makes a rename in dir durable. File systems that cannot sync a
-// directory (EINVAL, ENOTSUP) offer nothing stronger, so that is no error;
-// nor is a directory tokend may write into but not read (-wx), which it
-// cannot open to sync: the rename is then as durable as the file system
-// makes it on its own, and failing every write there (a failed sync is
-// owed, so retries fail too) would not make it more so. Plain system
-// calls, as for rawFile.
+// fsyncDir makes a rename in dir durable (SyncDir). A directory tokend
+// may write into but not read (-wx), which it cannot open to sync, is no
+// error either: the rename is then as durable as the file system makes it
+// on its own, and failing every write there (a failed sync is owed, so
+// retries fail too) would not make it more so.
 func fsyncDir(dir string) error {
-	fd, err := openDir(dir)
-	if errors.Is(err, unix.EACCES) {
+	err := SyncDir(dir)
+	var pe *fs.PathError
+	if errors.As(err, &pe) && pe.Op == "open" && errors.Is(err, unix.EACCES) {
 		return nil
 	}
+	return err
+}
+
+// SyncDir fsyncs directory dir, making the names in it durable (the
+// store's file uses it too). File systems that cannot sync a directory
+// (EINVAL, ENOTSUP) offer nothing stronger, so that is no error. Plain
+// system calls, as for rawFile.
+func SyncDir(dir string) error {
+	fd, err := openDir(dir)
 	if err != nil {
 		return &fs.PathError{Op: "open", Path: dir, Err: err}
 	}
@@ -260,7 +268,7 @@ func fsyncDir(dir string) error {
 	return err
 }
 
-// openDir opens dir for fsyncDir; a test replaces it.
+// openDir opens dir for SyncDir; a test replaces it.
 var openDir = func(dir string) (fd int, err error) {
 	err = ignoringEINTR(func() (err error) {
 		fd, err = unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)

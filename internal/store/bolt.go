@@ -19,6 +19,8 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
+
+	"github.com/tokend/tokend/internal/output"
 )
 
 // FileName is the name of the database file inside the state directory.
@@ -208,21 +210,9 @@ func syncNames(dir string, madeDir bool) error {
 	return nil
 }
 
-// syncDir fsyncs directory dir; a test replaces it. A file system that
-// cannot sync a directory (EINVAL, ENOTSUP) offers nothing stronger, so
-// that is no error.
-var syncDir = func(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	err = d.Sync()
-	if errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.ENOTSUP) {
-		return nil
-	}
-	return err
-}
+// syncDir fsyncs a directory (output.SyncDir: a file system that cannot
+// sync one is no error); a test replaces it.
+var syncDir = output.SyncDir
 
 // panicError is a panic inside bbolt (it panics on some corrupted pages)
 // turned into an error.
