@@ -6,7 +6,6 @@ import (
 	"errors"
 	"net"
 	"net/http"
-	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -295,7 +294,7 @@ func (fs *fastServer) handOn(c *handedConn) {
 // comment at the top) and reports whether it did, or the write's error.
 func (fs *fastServer) answer(fc *fastConn, head []byte) (bool, error) {
 	name, format, isHEAD, ok := parseFast(head)
-	if !ok || !fs.allows(fc.peer) || fs.h.log.Core().Enabled(zapcore.DebugLevel) {
+	if !ok || !fs.h.lets(fc.peer) || fs.h.log.Core().Enabled(zapcore.DebugLevel) {
 		return false, nil
 	}
 	var body []byte
@@ -335,16 +334,6 @@ func (fs *fastServer) answer(fc *fastConn, head []byte) (bool, error) {
 		return false, err
 	}
 	return true, nil
-}
-
-// allows reports whether socket.allowed_uids lets p read tokens; when it
-// does not, net/http's handler refuses and logs.
-func (fs *fastServer) allows(p peer) bool {
-	a := fs.h.allowed.Load()
-	if a == nil || len(*a) == 0 {
-		return true
-	}
-	return p.unix && p.err == nil && slices.Contains(*a, p.uid)
 }
 
 var _ BytesSource = (*rotator.Rotator)(nil)

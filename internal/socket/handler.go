@@ -198,10 +198,6 @@ var publicPaths = map[string]bool{"/healthz": true, "/readyz": true, "/metrics":
 func (h *handler) authorize(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p, known := peerFrom(r.Context())
-		var allowed []int
-		if a := h.allowed.Load(); a != nil {
-			allowed = *a
-		}
 		// A refused peer's connection is closed after the answer: it
 		// would be refused again.
 		refuse := func(msg string) {
@@ -214,7 +210,7 @@ func (h *handler) authorize(next http.Handler) http.Handler {
 				refuse("only /metrics, /healthz and /readyz are served outside the Unix socket")
 				return
 			}
-		case len(allowed) == 0:
+		case h.lets(p):
 		case !known:
 			refuse("peer credentials unknown")
 			return
@@ -222,7 +218,7 @@ func (h *handler) authorize(next http.Handler) http.Handler {
 			h.log.Warn("cannot read peer credentials; request refused", zap.Error(p.err))
 			refuse("peer credentials unavailable")
 			return
-		case !slices.Contains(allowed, p.uid):
+		default: // a uid not listed
 			h.log.Warn("peer not in socket.allowed_uids; request refused",
 				zap.Int("uid", p.uid), zap.Int("pid", p.pid), zap.String("path", clip(r.URL.Path)))
 			refuse(fmt.Sprintf("uid %d is not allowed (socket.allowed_uids)", p.uid))
@@ -230,6 +226,17 @@ func (h *handler) authorize(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// lets reports whether socket.allowed_uids lets p in: the list is empty,
+// or p is a Unix peer whose credentials were read and whose uid is listed.
+// authorize and the fast path decide by it.
+func (h *handler) lets(p peer) bool {
+	a := h.allowed.Load()
+	if a == nil || len(*a) == 0 {
+		return true
+	}
+	return p.unix && p.err == nil && slices.Contains(*a, p.uid)
 }
 
 // get allows GET (and so HEAD) only.
