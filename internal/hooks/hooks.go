@@ -165,7 +165,7 @@ func runExec(ctx context.Context, s Spec, ev Event) (*tails, error) {
 //
 //	TOKEND_CHANNEL_ID     the channel ID
 //	TOKEND_CHANNEL_NAME   its name ("" if none)
-//	TOKEND_OUTPUTS        the output paths, joined with ":"
+//	TOKEND_OUTPUTS        the output paths, joined with ":" (ambiguous for a path holding one)
 //	TOKEND_OUTPUT_0 ...   each output path
 //	TOKEND_EXPIRES_AT     the new token's expiry, RFC 3339 UTC
 //

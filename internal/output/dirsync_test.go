@@ -187,3 +187,45 @@ func TestOwedSetByTheRound(t *testing.T) {
 		}
 	}
 }
+
+// TestSyncDirErrors: SyncDir retries an interrupted fsync, takes EINVAL
+// and ENOTSUP (a file system that cannot sync a directory) as done, and
+// fails on anything else, naming the directory.
+func TestSyncDirErrors(t *testing.T) {
+	realFsync := fsyncFD
+	t.Cleanup(func() { fsyncFD = realFsync })
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		errs    []error // what successive fsyncs return; nil after the last
+		wantErr error
+		calls   int
+	}{
+		{errs: nil, calls: 1},
+		{errs: []error{unix.EINTR, unix.EINTR}, calls: 3},
+		{errs: []error{unix.EINVAL}, calls: 1},
+		{errs: []error{unix.ENOTSUP}, calls: 1},
+		{errs: []error{unix.EINTR, unix.EIO}, wantErr: unix.EIO, calls: 2},
+		{errs: []error{unix.ENOSPC}, wantErr: unix.ENOSPC, calls: 1},
+	} {
+		calls := 0
+		fsyncFD = func(fd int) error {
+			calls++
+			if len(tc.errs) >= calls {
+				return tc.errs[calls-1]
+			}
+			return realFsync(fd)
+		}
+		err := SyncDir(dir)
+		switch {
+		case tc.wantErr == nil && err != nil:
+			t.Errorf("fsync answering %v: SyncDir = %v; want nil", tc.errs, err)
+		case tc.wantErr != nil && !errors.Is(err, tc.wantErr):
+			t.Errorf("fsync answering %v: SyncDir = %v; want %v", tc.errs, err, tc.wantErr)
+		case tc.wantErr != nil && !strings.Contains(err.Error(), "sync "+dir):
+			t.Errorf("fsync answering %v: error %q does not name the sync of %s", tc.errs, err, dir)
+		}
+		if calls != tc.calls {
+			t.Errorf("fsync answering %v: %d calls; want %d", tc.errs, calls, tc.calls)
+		}
+	}
+}

@@ -257,7 +257,7 @@ func SyncDir(dir string) error {
 	if err != nil {
 		return &fs.PathError{Op: "open", Path: dir, Err: err}
 	}
-	err = ignoringEINTR(func() error { return unix.Fsync(fd) })
+	err = ignoringEINTR(func() error { return fsyncFD(fd) })
 	if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOTSUP) {
 		err = nil
 	}
@@ -267,6 +267,9 @@ func SyncDir(dir string) error {
 	_ = unix.Close(fd) // read-only: nothing to lose
 	return err
 }
+
+// fsyncFD is SyncDir's fsync(2); a test replaces it.
+var fsyncFD = unix.Fsync
 
 // openDir opens dir for SyncDir; a test replaces it.
 var openDir = func(dir string) (fd int, err error) {
