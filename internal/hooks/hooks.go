@@ -274,17 +274,71 @@ func sendSignal(ctx context.Context, s Spec) error {
 	if s.PIDFile == "" {
 		return errors.New("signal: no pid_file")
 	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("signal: %w", err)
+	}
+	if n := stuck.count(s.PIDFile); n > 0 {
+		return fmt.Errorf("signal: pid file %s: %d earlier read(s) of it, given up after their hook's timeout, have not returned (its file system is not answering?); not reading it again until they do", s.PIDFile, n)
+	}
 	timeout := s.timeout()
 	hctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	done := make(chan error, 1)
 	read := readPID
-	go func() { done <- signalPID(hctx, s, sig, read) }()
+	r := new(pidRead)
+	go func() {
+		err := signalPID(hctx, s, sig, read)
+		stuck.returned(s.PIDFile, r)
+		done <- err
+	}()
 	select {
 	case err := <-done:
 		return err
 	case <-hctx.Done():
+		stuck.givenUp(s.PIDFile, r)
 		return fmt.Errorf("signal: pid file %s not read within %v: %w", s.PIDFile, timeout, hctx.Err())
+	}
+}
+
+// stuck counts, per pid file, the reads sendSignal gave up on that have
+// not returned. While one has not, no new read of that file starts: each
+// holds a thread blocked in the kernel, and channels rotating with a pid
+// file on a file system that stopped answering would otherwise add one
+// at every hook, up to Go's limit of 10,000 threads, which ends the
+// process. Reads that return in time run side by side.
+var stuck = stuckReads{paths: make(map[string]int)}
+
+type stuckReads struct {
+	mu    sync.Mutex
+	paths map[string]int
+}
+
+// pidRead is one read's state, under stuckReads.mu.
+type pidRead struct{ returned, givenUp bool }
+
+func (s *stuckReads) count(path string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.paths[path]
+}
+
+func (s *stuckReads) givenUp(path string, r *pidRead) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !r.returned {
+		r.givenUp = true
+		s.paths[path]++
+	}
+}
+
+func (s *stuckReads) returned(path string, r *pidRead) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r.returned = true
+	if r.givenUp {
+		if s.paths[path]--; s.paths[path] <= 0 {
+			delete(s.paths, path)
+		}
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -347,20 +348,11 @@ func TestRunSignal(t *testing.T) {
 // system) costs the hook its timeout, not the hooks after it and a stop.
 func TestSignalBounded(t *testing.T) {
 	hang := make(chan struct{})
+	defer waitUnstuck(t, "/nfs/bot.pid")
 	defer close(hang)
 	readPID = func(string) (int, error) { <-hang; return 0, errors.New("unblocked") }
 	defer func() { readPID = ReadPID }()
-	send := func(ctx context.Context, s Spec) error {
-		done := make(chan error, 1)
-		go func() { done <- sendSignal(ctx, s) }()
-		select {
-		case err := <-done:
-			return err
-		case <-time.After(30 * time.Second): // a hang guard, not a measurement
-			t.Fatal("sendSignal still waiting for the pid file after 30s")
-			return nil
-		}
-	}
+	send := func(ctx context.Context, s Spec) error { return sendWithin(t, ctx, s) }
 	err := send(context.Background(), Spec{Signal: "HUP", PIDFile: "/nfs/bot.pid", Timeout: 50 * time.Millisecond})
 	if err == nil || !strings.Contains(err.Error(), "pid file /nfs/bot.pid not read within 50ms") {
 		t.Fatalf("err = %v", err)
@@ -390,6 +382,7 @@ func TestSignalNotSentLate(t *testing.T) {
 	}
 	close(release)
 	<-returned
+	waitUnstuck(t, "/nfs/bot.pid")
 	time.Sleep(200 * time.Millisecond) // the trap would have written by now
 	if _, err := os.Stat(got); err == nil {
 		t.Fatal("the signal went out after the hook had timed out")
@@ -596,5 +589,131 @@ func TestRedactAll(t *testing.T) {
 		if got := redactAll(c.in, secrets); got != c.want {
 			t.Errorf("redactAll(%q) = %q, want %q", c.in, got, c.want)
 		}
+	}
+}
+
+// sendWithin is sendSignal, failing t if it has not returned within 30s.
+func sendWithin(t *testing.T, ctx context.Context, s Spec) error {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- sendSignal(ctx, s) }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(30 * time.Second): // a hang guard, not a measurement
+		t.Fatal("sendSignal still waiting for the pid file after 30s")
+		return nil
+	}
+}
+
+// waitUnstuck waits until no read of path that sendSignal gave up on is
+// still counted (its goroutine has returned), so that tests after this
+// one find the pid file readable.
+func waitUnstuck(t *testing.T, path string) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); stuck.count(path) > 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("a read of %s still counted as stuck after 10s", path)
+		}
+	}
+}
+
+// TestSignalStuckReadNotRepeated: while a pid file read that a hook gave
+// up on has not returned, later hooks for that file fail at once without
+// reading it (each read would hold a thread), and read it again once it
+// has. Reads that return in time run side by side.
+func TestSignalStuckReadNotRepeated(t *testing.T) {
+	const hung, fine = "/nfs/stuck.pid", "/run/fine.pid"
+	var mu sync.Mutex
+	reads := map[string]int{}
+	hang, entered := make(chan struct{}), make(chan struct{}, 2)
+	both := make(chan struct{})
+	readPID = func(path string) (int, error) {
+		mu.Lock()
+		reads[path]++
+		mu.Unlock()
+		if path == hung {
+			<-hang
+			return 0, errors.New("unblocked")
+		}
+		entered <- struct{}{}
+		select {
+		case <-both:
+		case <-time.After(10 * time.Second):
+		}
+		return 0, errors.New("no such process, say")
+	}
+	defer func() { readPID = ReadPID }()
+	count := func(path string) int {
+		mu.Lock()
+		defer mu.Unlock()
+		return reads[path]
+	}
+
+	err := sendSignal(context.Background(), Spec{Signal: "HUP", PIDFile: hung, Timeout: 20 * time.Millisecond})
+	if err == nil || !strings.Contains(err.Error(), "not read within") {
+		t.Fatalf("first hook: err = %v", err)
+	}
+	for range 3 {
+		err = sendWithin(t, context.Background(), Spec{Signal: "HUP", PIDFile: hung, Timeout: time.Hour})
+		if err == nil || !strings.Contains(err.Error(), "1 earlier read(s) of it, given up after their hook's timeout, have not returned") {
+			t.Fatalf("a hook while the read hangs: err = %v", err)
+		}
+	}
+	if n := count(hung); n != 1 {
+		t.Errorf("%d reads of the hung pid file; want 1", n)
+	}
+
+	// Two hooks for another pid file read it at the same time.
+	errs := make(chan error, 2)
+	for range 2 {
+		go func() {
+			errs <- sendSignal(context.Background(), Spec{Signal: "HUP", PIDFile: fine, Timeout: time.Hour})
+		}()
+	}
+	for range 2 {
+		select {
+		case <-entered:
+		case <-time.After(10 * time.Second):
+			t.Fatal("two hooks did not read the same pid file at once")
+		}
+	}
+	close(both)
+	for range 2 {
+		if err := <-errs; err == nil || !strings.Contains(err.Error(), "no such process, say") {
+			t.Errorf("a hook reading alongside another: err = %v", err)
+		}
+	}
+
+	close(hang) // the file system answers again
+	waitUnstuck(t, hung)
+	err = sendWithin(t, context.Background(), Spec{Signal: "HUP", PIDFile: hung, Timeout: time.Hour})
+	if err == nil || !strings.Contains(err.Error(), "unblocked") {
+		t.Fatalf("after the read returned: err = %v", err)
+	}
+	if n := count(hung); n != 2 {
+		t.Errorf("%d reads of the pid file in all; want 2 (it is read again once the first returned)", n)
+	}
+}
+
+// TestStuckReadsOrder: a read that returns just before its hook gives up
+// on it (both at its timeout) is not counted as stuck; one given up on
+// first is, until it returns.
+func TestStuckReadsOrder(t *testing.T) {
+	s := stuckReads{paths: make(map[string]int)}
+	early := new(pidRead)
+	s.returned("/p", early)
+	s.givenUp("/p", early)
+	if n := s.count("/p"); n != 0 {
+		t.Fatalf("a read that returned, then was given up on: %d stuck; want 0", n)
+	}
+	late := new(pidRead)
+	s.givenUp("/p", late)
+	if n := s.count("/p"); n != 1 {
+		t.Fatalf("a read given up on: %d stuck; want 1", n)
+	}
+	s.returned("/p", late)
+	if n := s.count("/p"); n != 0 || len(s.paths) != 0 {
+		t.Fatalf("after it returned: %d stuck, %d paths kept; want 0 and 0", n, len(s.paths))
 	}
 }

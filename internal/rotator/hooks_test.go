@@ -347,3 +347,101 @@ func holdHooks(h *harness) (release chan struct{}) {
 	}
 	return release
 }
+
+// TestHooksBounded: channels' hooks run MaxHooksInFlight at a time; the
+// rest wait their turn and run as slots free, every one of them. At a
+// stop, hooks still waiting are not started: their records keep them due
+// for the next start.
+func TestHooksBounded(t *testing.T) {
+	const n, limit = 10, 3
+	h := newHarness(t, n, func(_ int, ch *Channel) {
+		ch.Hooks = []hooks.Spec{{Exec: []string{"/bin/true"}}}
+	})
+	h.opts.MaxHooksInFlight = limit
+	h.opts.StopTimeout = 50 * time.Millisecond
+	var mu sync.Mutex
+	running, most, ended := 0, 0, map[string]bool{}
+	release := make(chan struct{})
+	h.opts.Hooks = func(ctx context.Context, _ []hooks.Spec, ev hooks.Event, _ *zap.Logger) error {
+		mu.Lock()
+		running++
+		most = max(most, running)
+		mu.Unlock()
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		mu.Lock()
+		running--
+		ended[ev.ChannelID] = true
+		mu.Unlock()
+		return ctx.Err()
+	}
+	state := func() (int, int, int) { // running, the most at once, ended
+		mu.Lock()
+		defer mu.Unlock()
+		return running, most, len(ended)
+	}
+	h.start() // every channel's first token written: all n hooks due at once
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		if r, _, _ := state(); r == limit {
+			break
+		}
+		if time.Now().After(deadline) {
+			r, _, _ := state()
+			t.Fatalf("%d hooks running; want %d", r, limit)
+		}
+	}
+	for range 4 { // four finish: four more start
+		select {
+		case release <- struct{}{}:
+		case <-time.After(10 * time.Second):
+			t.Fatal("no running hook took its release")
+		}
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		if r, _, done := state(); r == limit && done == 4 {
+			break
+		}
+		if time.Now().After(deadline) {
+			r, _, done := state()
+			t.Fatalf("after four finished: %d running, %d done; want %d and 4", r, done, limit)
+		}
+	}
+	h.stop() // three running are killed; the three still waiting never start
+	r, m, done := state()
+	if m != limit {
+		t.Errorf("at most %d hooks ran at once; want %d", m, limit)
+	}
+	if r != 0 || done != 4+limit {
+		t.Errorf("after the stop: %d running, %d started; want 0 and %d", r, done, 4+limit)
+	}
+	due := 0
+	for _, ch := range h.chans {
+		recs, err := h.store.Channel(ch.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, rec := range recs {
+			if rec.State == store.StateCurrent && rec.HooksDue {
+				due++
+			}
+		}
+	}
+	if due != n-4 {
+		t.Errorf("%d channels' records have hooks due after the stop; want %d (killed or never started)", due, n-4)
+	}
+}
+
+// TestHooksBoundDefault: without MaxHooksInFlight (the daemon sets none),
+// DefaultMaxHooksInFlight channels' hooks run at once, as README says.
+func TestHooksBoundDefault(t *testing.T) {
+	h := newHarness(t, 1, nil)
+	rot, err := New(h.chans, h.opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cap(rot.hookSlots); got != DefaultMaxHooksInFlight || DefaultMaxHooksInFlight != 32 {
+		t.Errorf("hooks run %d at once by default (DefaultMaxHooksInFlight %d); want 32", got, DefaultMaxHooksInFlight)
+	}
+}

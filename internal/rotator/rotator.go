@@ -87,7 +87,17 @@ type Options struct {
 	// after it. BurstSteps 0: 256.
 	Burst      func(on bool)
 	BurstSteps int
+
+	// MaxHooksInFlight bounds how many channels' hooks run at once; the
+	// others wait their turn (each hook's timeout starts when it runs).
+	// A start or a rotation storm makes thousands of channels' hooks due
+	// together: unbounded, that many exec hooks would be that many
+	// processes at once. 0: DefaultMaxHooksInFlight.
+	MaxHooksInFlight int
 }
+
+// DefaultMaxHooksInFlight is Options.MaxHooksInFlight's default.
+const DefaultMaxHooksInFlight = 32
 
 // Rotator keeps every configured channel's token valid. Create it with New,
 // then call Run (the daemon) or RunOnce (one pass).
@@ -131,6 +141,7 @@ type Rotator struct {
 	// LINE call instead of up to the hook's own timeout.
 	hookCtx   context.Context
 	killHooks context.CancelFunc
+	hookSlots chan struct{} // a token per channel whose hooks are running
 }
 
 // New checks the channels and returns a Rotator for them.
@@ -162,6 +173,9 @@ func New(channels []Channel, o Options) (*Rotator, error) {
 	if o.Rand == nil {
 		o.Rand = rand.Float64
 	}
+	if o.MaxHooksInFlight <= 0 {
+		o.MaxHooksInFlight = DefaultMaxHooksInFlight
+	}
 	r := &Rotator{
 		o:      o,
 		log:    o.Logger,
@@ -172,6 +186,7 @@ func New(channels []Channel, o Options) (*Rotator, error) {
 		readyC: make(chan struct{}),
 	}
 	r.hookCtx, r.killHooks = context.WithCancel(context.Background())
+	r.hookSlots = make(chan struct{}, o.MaxHooksInFlight)
 	slots := make([]atomic.Pointer[served], len(channels)) // side by side (read.go)
 	for i, ch := range channels {
 		c, err := r.newChannel(ch)

@@ -696,6 +696,12 @@ func (r *Rotator) publish(c *channel, now time.Time) {
 		r.hooksWG.Add(1)
 		go func() {
 			defer r.hooksWG.Done()
+			select {
+			case r.hookSlots <- struct{}{}:
+				defer func() { <-r.hookSlots }()
+			case <-r.hookCtx.Done():
+				return // killed at a stop before their turn: still due
+			}
 			_ = r.o.Hooks(r.hookCtx, specs, ev, log)
 			if r.hookCtx.Err() == nil { // not killed at a stop: they ran
 				r.hooksRan(c, id)
