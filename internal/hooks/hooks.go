@@ -278,7 +278,7 @@ func sendSignal(ctx context.Context, s Spec) error {
 		return fmt.Errorf("signal: %w", err)
 	}
 	if n := stuck.count(s.PIDFile); n > 0 {
-		return fmt.Errorf("signal: pid file %s: %d earlier read(s) of it, given up after their hook's timeout, have not returned (its file system is not answering?); not reading it again until they do", s.PIDFile, n)
+		return fmt.Errorf("signal: pid file %s: %d earlier read(s) of it, given up on at their hook's timeout or a stop, have not returned (its file system is not answering?); not reading it again until they do", s.PIDFile, n)
 	}
 	timeout := s.timeout()
 	hctx, cancel := context.WithTimeout(ctx, timeout)

@@ -656,7 +656,7 @@ func TestSignalStuckReadNotRepeated(t *testing.T) {
 	}
 	for range 3 {
 		err = sendWithin(t, context.Background(), Spec{Signal: "HUP", PIDFile: hung, Timeout: time.Hour})
-		if err == nil || !strings.Contains(err.Error(), "1 earlier read(s) of it, given up after their hook's timeout, have not returned") {
+		if err == nil || !strings.Contains(err.Error(), "1 earlier read(s) of it, given up on at their hook's timeout or a stop, have not returned") {
 			t.Fatalf("a hook while the read hangs: err = %v", err)
 		}
 	}

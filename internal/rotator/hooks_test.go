@@ -445,3 +445,157 @@ func TestHooksBoundDefault(t *testing.T) {
 		t.Errorf("hooks run %d at once by default (DefaultMaxHooksInFlight %d); want 32", got, DefaultMaxHooksInFlight)
 	}
 }
+
+// TestHooksWaitingAtStopDoNotStart: hooks waiting for a slot when a stop
+// comes never start, even if the slot frees before the stop's kill: they
+// stay due for the next start, and the stop does not wait for them.
+func TestHooksWaitingAtStopDoNotStart(t *testing.T) {
+	h := newHarness(t, 3, func(_ int, ch *Channel) {
+		ch.Hooks = []hooks.Spec{{Exec: []string{"/bin/true"}}}
+	})
+	h.opts.MaxHooksInFlight = 1
+	h.opts.StopTimeout = time.Hour // a hook started at the stop would hold it that long
+	var mu sync.Mutex
+	starts := 0
+	running, release := make(chan struct{}, 3), make(chan struct{})
+	h.opts.Hooks = func(ctx context.Context, _ []hooks.Spec, _ hooks.Event, _ *zap.Logger) error {
+		mu.Lock()
+		starts++
+		mu.Unlock()
+		running <- struct{}{}
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return ctx.Err()
+	}
+	h.start() // three first tokens: one channel's hooks run, two wait
+	select {
+	case <-running:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no hook started")
+	}
+	cancel := h.cancel
+	h.cancel = nil
+	cancel()
+	for deadline := time.Now().Add(10 * time.Second); h.rot.hookStop.Err() == nil; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the stop did not reach the hooks")
+		}
+	}
+	close(release) // the running hook ends within the stop's grace: its slot frees
+	select {
+	case err := <-h.done:
+		if err != nil {
+			t.Fatalf("Run returned %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return: a hook waiting at the stop was started")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if starts != 1 {
+		t.Errorf("%d hook runs; want 1 (the two waiting at the stop never start)", starts)
+	}
+	due := 0
+	for _, ch := range h.chans {
+		recs, err := h.store.Channel(ch.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, rec := range recs {
+			if rec.State == store.StateCurrent && rec.HooksDue {
+				due++
+			}
+		}
+	}
+	if due != 2 {
+		t.Errorf("%d channels have hooks due after the stop; want 2 (the ones that never started)", due)
+	}
+}
+
+// TestHooksSupersededWhileWaiting: hooks that waited for a slot while a
+// newer token replaced theirs do not run for the old token; the newer
+// token's hooks run, once.
+func TestHooksSupersededWhileWaiting(t *testing.T) {
+	h := newHarness(t, 2, func(_ int, ch *Channel) {
+		ch.Hooks = []hooks.Spec{{Exec: []string{"/bin/true"}}}
+	})
+	h.opts.MaxHooksInFlight = 1
+	type run struct {
+		channel string
+		expires time.Time
+	}
+	var mu sync.Mutex
+	var runs []run
+	first, release := make(chan struct{}), make(chan struct{})
+	h.opts.Hooks = func(ctx context.Context, _ []hooks.Spec, ev hooks.Event, _ *zap.Logger) error {
+		mu.Lock()
+		runs = append(runs, run{ev.ChannelID, ev.ExpiresAt})
+		n := len(runs)
+		mu.Unlock()
+		if n == 1 {
+			close(first)
+			<-release // holds the only slot until both channels have rotated
+		}
+		return nil
+	}
+	h.start()
+	select {
+	case <-first:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no hook started")
+	}
+	ch := h.chans[0]
+	h.advance(ch.TokenTTL-ch.RotateBefore+time.Hour, nil) // both channels rotate
+	close(release)
+	h.rot.hooksWG.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	if len(runs) != 3 {
+		t.Fatalf("%d hook runs (%v); want 3: the one that held the slot, then each channel's new token", len(runs), runs)
+	}
+	for _, r := range runs[1:] {
+		if r.channel == runs[0].channel && r.expires.Equal(runs[0].expires) || !r.expires.After(runs[0].expires) {
+			t.Errorf("run %v after the slot freed is not for a new token (the first run was %v)", r, runs[0])
+		}
+	}
+	if runs[1].channel == runs[2].channel {
+		t.Errorf("runs %v: want one for each channel's new token", runs)
+	}
+	for i := range h.chans {
+		recs, err := h.store.Channel(h.chans[i].ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, rec := range recs {
+			if rec.State == store.StateCurrent && rec.HooksDue {
+				t.Errorf("channel %d: its current token's hooks ran but are still due", i)
+			}
+		}
+	}
+}
+
+// TestHookTurnAfterStop: after a stop no hook gets its turn, even with a
+// slot free (select would take it half the time), and none is taken.
+func TestHookTurnAfterStop(t *testing.T) {
+	h := newHarness(t, 1, nil)
+	rot, err := New(h.chans, h.opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done, ok := rot.hookTurn()
+	if !ok {
+		t.Fatal("no turn before a stop")
+	}
+	done()
+	rot.stopHooks()
+	for range 200 {
+		if _, ok := rot.hookTurn(); ok {
+			t.Fatal("a hook got its turn after the stop")
+		}
+	}
+	if n := len(rot.hookSlots); n != 0 {
+		t.Errorf("%d slots held after the refused turns; want 0", n)
+	}
+}

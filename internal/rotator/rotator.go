@@ -138,10 +138,13 @@ type Rotator struct {
 
 	// hookCtx is every hook's context; killHooks ends it StopTimeout after
 	// a stop (killHooksAfterStop), so a stop waits for a hook no longer than for a
-	// LINE call instead of up to the hook's own timeout.
+	// LINE call instead of up to the hook's own timeout. hookStop ends at
+	// the stop itself: hooks still waiting for a slot then never start.
 	hookCtx   context.Context
 	killHooks context.CancelFunc
-	hookSlots chan struct{} // a token per channel whose hooks are running
+	hookStop  context.Context
+	stopHooks context.CancelFunc
+	hookSlots chan struct{} // a token per channel running its hooks
 }
 
 // New checks the channels and returns a Rotator for them.
@@ -186,6 +189,7 @@ func New(channels []Channel, o Options) (*Rotator, error) {
 		readyC: make(chan struct{}),
 	}
 	r.hookCtx, r.killHooks = context.WithCancel(context.Background())
+	r.hookStop, r.stopHooks = context.WithCancel(context.Background())
 	r.hookSlots = make(chan struct{}, o.MaxHooksInFlight)
 	slots := make([]atomic.Pointer[served], len(channels)) // side by side (read.go)
 	for i, ch := range channels {
@@ -326,11 +330,13 @@ func (r *Rotator) Run(ctx context.Context) error {
 // done (at once counting from now if it already is): hooks still running
 // at a stop get as long as the steps in flight, then their exec hooks'
 // process groups are killed, so a stop is bounded by StopTimeout, not by a
-// hook's own timeout. release disarms it.
+// hook's own timeout. Hooks waiting for a slot at the stop never start
+// (hookStop). release disarms it.
 func (r *Rotator) killHooksAfterStop(ctx context.Context) (release func()) {
 	var mu sync.Mutex
 	var kill *time.Timer
 	stop := context.AfterFunc(ctx, func() {
+		r.stopHooks()
 		mu.Lock()
 		kill = time.AfterFunc(r.o.StopTimeout, r.killHooks) // real time, as a LINE call's bound
 		mu.Unlock()
@@ -357,8 +363,8 @@ func (r *Rotator) RunOnce(ctx context.Context) error {
 	if err := r.load(chans); err != nil {
 		return err
 	}
+	release := r.killHooksAfterStop(ctx) // a stop during the pass counts from then
 	r.startPass(ctx, chans, false)
-	release := r.killHooksAfterStop(ctx)
 	r.hooksWG.Wait()
 	release()
 	now := r.clock.Now()

@@ -696,11 +696,15 @@ func (r *Rotator) publish(c *channel, now time.Time) {
 		r.hooksWG.Add(1)
 		go func() {
 			defer r.hooksWG.Done()
-			select {
-			case r.hookSlots <- struct{}{}:
-				defer func() { <-r.hookSlots }()
-			case <-r.hookCtx.Done():
-				return // killed at a stop before their turn: still due
+			done, ok := r.hookTurn()
+			if !ok {
+				return // a stop came before their turn: still due
+			}
+			defer done()
+			if r.superseded(c, id) {
+				// A newer token replaced this one while they waited: its
+				// own hooks tell the same readers, as record says.
+				return
 			}
 			_ = r.o.Hooks(r.hookCtx, specs, ev, log)
 			if r.hookCtx.Err() == nil { // not killed at a stop: they ran
@@ -711,6 +715,30 @@ func (r *Rotator) publish(c *channel, now time.Time) {
 		r.clearHooksDue(c) // a reload removed them: none to run
 	}
 	c.hooksDue = false
+}
+
+// hookTurn waits for a slot to run a channel's hooks (MaxHooksInFlight)
+// and returns its release. ok is false if a stop came first, or as the
+// slot freed (select takes either when both are ready): hooks must not
+// start after a stop, and stay due for the next start.
+func (r *Rotator) hookTurn() (done func(), ok bool) {
+	select {
+	case r.hookSlots <- struct{}{}:
+	case <-r.hookStop.Done():
+		return nil, false
+	}
+	if r.hookStop.Err() != nil {
+		<-r.hookSlots
+		return nil, false
+	}
+	return func() { <-r.hookSlots }, true
+}
+
+// superseded reports whether c's current token is no longer id.
+func (r *Rotator) superseded(c *channel, id string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.current != nil && c.current.ID != id
 }
 
 // hooksRan records that c's hooks have run for its token id, unless a
