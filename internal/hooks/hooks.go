@@ -143,8 +143,13 @@ func runExec(ctx context.Context, s Spec, ev Event) (*tails, error) {
 	}
 	cmd.WaitDelay = waitDelay
 
-	err := cmd.Run()
+	err := startWithin(hctx, cmd, s.Exec[0], timeout)
+	if err == nil {
+		err = cmd.Wait()
+	}
 	switch {
+	case errors.Is(err, errNotStarted), errors.Is(err, errStartsStuck):
+		return out, err
 	case err == nil:
 		return out, nil
 	case errors.Is(err, exec.ErrWaitDelay):
@@ -157,6 +162,50 @@ func runExec(ctx context.Context, s Spec, ev Event) (*tails, error) {
 		return out, fmt.Errorf("exec %s: timed out after %v; killed", s.Exec[0], timeout)
 	}
 	return out, fmt.Errorf("exec %s: %w", s.Exec[0], err)
+}
+
+// startCmd is exec.Cmd.Start; a test replaces it with one that hangs.
+var startCmd = (*exec.Cmd).Start
+
+var (
+	errNotStarted  = errors.New("not started")
+	errStartsStuck = errors.New("earlier starts stuck")
+)
+
+// startWithin starts cmd unless ctx ends first. Starting can hang where
+// nothing can kill it: the new process's execve reading a program on a
+// file system that stopped answering holds this thread until it returns.
+// Then the hook fails at its timeout (or a stop) instead of holding its
+// turn, the start is left to finish alone (the process it makes, if any,
+// is killed at once: ctx has ended), and while it has not, hooks running
+// the same program fail at once rather than hold another thread each
+// (as pid file reads; see stuck).
+func startWithin(ctx context.Context, cmd *exec.Cmd, prog string, timeout time.Duration) error {
+	if n := stuckStarts.count(prog); n > 0 {
+		return fmt.Errorf("exec %s: %d earlier start(s) of it, given up on at their hook's timeout or a stop, have not returned (its file system is not answering?); not starting it again until they do: %w", prog, n, errStartsStuck)
+	}
+	started := make(chan error, 1)
+	r := new(pidRead)
+	go func() {
+		err := startCmd(cmd)
+		stuckStarts.returned(prog, r)
+		started <- err
+	}()
+	select {
+	case err := <-started:
+		return err
+	case <-ctx.Done():
+	}
+	stuckStarts.givenUp(prog, r)
+	go func() {
+		if err := <-started; err == nil {
+			_ = cmd.Wait() // ctx has ended: the process is killed; reap it
+		}
+	}()
+	if ctx.Err() == context.DeadlineExceeded {
+		return fmt.Errorf("exec %s: not started within %v (its file system is not answering?): %w", prog, timeout, errNotStarted)
+	}
+	return fmt.Errorf("exec %s: canceled before it started: %w", prog, errors.Join(errNotStarted, ctx.Err()))
 }
 
 // Environ returns the environment of an exec hook: the variables of base
@@ -299,6 +348,9 @@ func sendSignal(ctx context.Context, s Spec) error {
 		return fmt.Errorf("signal: pid file %s not read within %v: %w", s.PIDFile, timeout, hctx.Err())
 	}
 }
+
+// stuckStarts is stuck's count for exec hooks' programs (startWithin).
+var stuckStarts = stuckReads{paths: make(map[string]int)}
 
 // stuck counts, per pid file, the reads sendSignal gave up on that have
 // not returned. While one has not, no new read of that file starts: each

@@ -717,3 +717,94 @@ func TestStuckReadsOrder(t *testing.T) {
 		t.Fatalf("after it returned: %d stuck, %d paths kept; want 0 and 0", n, len(s.paths))
 	}
 }
+
+// execWithin is runExec, failing t if it has not returned within 30s.
+func execWithin(t *testing.T, s Spec) (*tails, error) {
+	t.Helper()
+	type result struct {
+		out *tails
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		out, err := runExec(context.Background(), s, Event{})
+		done <- result{out, err}
+	}()
+	select {
+	case r := <-done:
+		return r.out, r.err
+	case <-time.After(30 * time.Second): // a hang guard, not a measurement
+		t.Fatal("runExec still waiting after 30s")
+		return nil, nil
+	}
+}
+
+// TestExecStartHangs: an exec hook whose start hangs (its program on a
+// file system that stopped answering: execve holds the thread) fails at
+// its timeout; while that start has not returned, hooks running the same
+// program fail at once instead of holding another thread; the process
+// the late start makes is killed, not left running; and once the start
+// has returned the program runs again.
+func TestExecStartHangs(t *testing.T) {
+	const prog = "/bin/sh"
+	marker := filepath.Join(t.TempDir(), "ran")
+	var mu sync.Mutex
+	starts, latePID := 0, 0
+	release, returned := make(chan struct{}), make(chan struct{})
+	startCmd = func(c *exec.Cmd) error {
+		mu.Lock()
+		starts++
+		mu.Unlock()
+		// The process is made, then its start does not return until
+		// release: as a vfork parent waits for its child's execve.
+		err := c.Start()
+		if err == nil {
+			latePID = c.Process.Pid
+		}
+		<-release
+		close(returned)
+		return err
+	}
+	defer func() { startCmd = (*exec.Cmd).Start }()
+
+	_, err := execWithin(t, Spec{Exec: []string{prog, "-c", "sleep 0.3; touch " + marker}, Timeout: 50 * time.Millisecond})
+	if err == nil || !strings.Contains(err.Error(), "exec /bin/sh: not started within 50ms") {
+		t.Fatalf("a hung start: err = %v", err)
+	}
+	_, err = execWithin(t, Spec{Exec: []string{prog, "-c", "true"}, Timeout: time.Hour})
+	if err == nil || !strings.Contains(err.Error(), "1 earlier start(s) of it") {
+		t.Fatalf("a hook while the start hangs: err = %v", err)
+	}
+	mu.Lock()
+	if starts != 1 {
+		t.Errorf("%d starts of the program; want 1", starts)
+	}
+	mu.Unlock()
+
+	close(release) // the file system answers: the start returns
+	<-returned
+	for deadline := time.Now().Add(10 * time.Second); stuckStarts.count(prog) > 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the returned start is still counted as stuck")
+		}
+	}
+	if latePID == 0 {
+		t.Fatal("the late start made no process")
+	}
+	// Killed and reaped: kill(2) finds no such process, not even a zombie.
+	for deadline := time.Now().Add(10 * time.Second); syscall.Kill(latePID, 0) == nil; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the late start's process %d is still there (running or a zombie) after 10s", latePID)
+		}
+	}
+	time.Sleep(time.Second) // the late process would have touched the marker by now
+	if _, err := os.Stat(marker); err == nil {
+		t.Error("the process of a start given up on ran to its end")
+	}
+
+	startCmd = (*exec.Cmd).Start
+	out, err := execWithin(t, Spec{Exec: []string{prog, "-c", "echo again"}, Timeout: 10 * time.Second})
+	if err != nil || out.stdout.String() != "again" {
+		t.Fatalf("after the start returned: stdout %q, err %v", out.stdout.String(), err)
+	}
+}
