@@ -126,24 +126,29 @@ func runExec(ctx context.Context, s Spec, ev Event) (*tails, error) {
 	hctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 
-	cmd := exec.CommandContext(hctx, s.Exec[0], s.Exec[1:]...)
-	cmd.Env = Environ(os.Environ(), ev)
-	cmd.Stdin = nil // /dev/null
 	out := &tails{}
-	cmd.Stdout, cmd.Stderr = &out.stdout, &out.stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error {
-		// The hook may have started children (a shell script does):
-		// kill the whole group, whose id is the leader's pid.
-		err := syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		if errors.Is(err, syscall.ESRCH) {
-			return os.ErrProcessDone
+	command := func() *exec.Cmd {
+		// A bare program name is looked up in PATH here, which can hang
+		// as the start can: startWithin calls this beside the hook.
+		cmd := exec.CommandContext(hctx, s.Exec[0], s.Exec[1:]...)
+		cmd.Env = Environ(os.Environ(), ev)
+		cmd.Stdin = nil // /dev/null
+		cmd.Stdout, cmd.Stderr = &out.stdout, &out.stderr
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		cmd.Cancel = func() error {
+			// The hook may have started children (a shell script does):
+			// kill the whole group, whose id is the leader's pid.
+			err := syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			if errors.Is(err, syscall.ESRCH) {
+				return os.ErrProcessDone
+			}
+			return err
 		}
-		return err
+		cmd.WaitDelay = waitDelay
+		return cmd
 	}
-	cmd.WaitDelay = waitDelay
 
-	err := startWithin(hctx, cmd, s.Exec[0], timeout)
+	cmd, err := startWithin(hctx, command, s.Exec[0], timeout)
 	if err == nil {
 		err = cmd.Wait()
 	}
@@ -172,40 +177,51 @@ var (
 	errStartsStuck = errors.New("earlier starts stuck")
 )
 
-// startWithin starts cmd unless ctx ends first. Starting can hang where
-// nothing can kill it: the new process's execve reading a program on a
-// file system that stopped answering holds this thread until it returns.
-// Then the hook fails at its timeout (or a stop) instead of holding its
-// turn, the start is left to finish alone (the process it makes, if any,
-// is killed at once: ctx has ended), and while it has not, hooks running
-// the same program fail at once rather than hold another thread each
-// (as pid file reads; see stuck).
-func startWithin(ctx context.Context, cmd *exec.Cmd, prog string, timeout time.Duration) error {
+// startWithin makes the command (command: its PATH lookup) and starts it,
+// unless ctx ends first. Both can hang where nothing can kill them: a
+// stat(2) in PATH, or the new process's execve, reading a file system
+// that stopped answering holds the thread until it returns. Then the
+// hook fails at its timeout (or a stop) instead of holding its turn, the
+// start is left to finish alone (the process it makes, if any, is killed
+// at once, ctx having ended, and reaped), and while it has not, hooks
+// running the same program fail at once rather than hold another thread
+// each (as pid file reads; see stuck).
+func startWithin(ctx context.Context, command func() *exec.Cmd, prog string, timeout time.Duration) (*exec.Cmd, error) {
 	if n := stuckStarts.count(prog); n > 0 {
-		return fmt.Errorf("exec %s: %d earlier start(s) of it, given up on at their hook's timeout or a stop, have not returned (its file system is not answering?); not starting it again until they do: %w", prog, n, errStartsStuck)
+		return nil, fmt.Errorf("exec %s: %d earlier start(s) of it, given up on at their hook's timeout or a stop, have not returned (its file system is not answering?); not starting it again until they do: %w", prog, n, errStartsStuck)
 	}
-	started := make(chan error, 1)
+	type start struct {
+		cmd *exec.Cmd
+		err error
+	}
+	started := make(chan start, 1)
 	r := new(pidRead)
 	go func() {
+		cmd := command()
 		err := startCmd(cmd)
 		stuckStarts.returned(prog, r)
-		started <- err
+		started <- start{cmd, err}
 	}()
 	select {
-	case err := <-started:
-		return err
+	case st := <-started:
+		return st.cmd, st.err
 	case <-ctx.Done():
+	}
+	select {
+	case st := <-started: // it returned as ctx ended: select took either
+		return st.cmd, st.err // a started process is killed; Wait says so
+	default:
 	}
 	stuckStarts.givenUp(prog, r)
 	go func() {
-		if err := <-started; err == nil {
-			_ = cmd.Wait() // ctx has ended: the process is killed; reap it
+		if st := <-started; st.err == nil {
+			_ = st.cmd.Wait() // ctx has ended: the process is killed; reap it
 		}
 	}()
 	if ctx.Err() == context.DeadlineExceeded {
-		return fmt.Errorf("exec %s: not started within %v (its file system is not answering?): %w", prog, timeout, errNotStarted)
+		return nil, fmt.Errorf("exec %s: not started within %v (its file system is not answering?): %w", prog, timeout, errNotStarted)
 	}
-	return fmt.Errorf("exec %s: canceled before it started: %w", prog, errors.Join(errNotStarted, ctx.Err()))
+	return nil, fmt.Errorf("exec %s: canceled before it started: %w", prog, errors.Join(errNotStarted, ctx.Err()))
 }
 
 // Environ returns the environment of an exec hook: the variables of base

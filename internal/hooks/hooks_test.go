@@ -808,3 +808,36 @@ func TestExecStartHangs(t *testing.T) {
 		t.Fatalf("after the start returned: stdout %q, err %v", out.stdout.String(), err)
 	}
 }
+
+// TestExecStartHangsStopped: a stop while an exec hook's start hangs
+// ends the hook at once, as canceled.
+func TestExecStartHangsStopped(t *testing.T) {
+	const prog = "/bin/true"
+	release := make(chan struct{})
+	startCmd = func(c *exec.Cmd) error {
+		<-release
+		return c.Start()
+	}
+	defer func() { startCmd = (*exec.Cmd).Start }()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, err := runExec(ctx, Spec{Exec: []string{prog}, Timeout: time.Hour}, Event{})
+		done <- err
+	}()
+	cancel()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "exec /bin/true: canceled before it started") {
+			t.Errorf("err = %v", err)
+		}
+	case <-time.After(30 * time.Second): // a hang guard, not a measurement
+		t.Fatal("runExec still waiting for a hung start 30s after a stop")
+	}
+	close(release)
+	for deadline := time.Now().Add(10 * time.Second); stuckStarts.count(prog) > 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the returned start is still counted as stuck")
+		}
+	}
+}
