@@ -178,6 +178,24 @@ func (h *harness) hooksDue() bool {
 	return false
 }
 
+// hooksDueCount counts the channels whose current record has hooks due.
+func (h *harness) hooksDueCount() int {
+	h.t.Helper()
+	due := 0
+	for _, ch := range h.chans {
+		recs, err := h.store.Channel(ch.ID)
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		for _, rec := range recs {
+			if rec.State == store.StateCurrent && rec.HooksDue {
+				due++
+			}
+		}
+	}
+	return due
+}
+
 // TestHooksDueSurviveStop: hooks a stop cut short (here killed after
 // StopTimeout; a process killed outright leaves the same record) run at
 // the next start, although every output already holds the token; hooks
@@ -416,18 +434,7 @@ func TestHooksBounded(t *testing.T) {
 	if r != 0 || done != 4+limit {
 		t.Errorf("after the stop: %d running, %d started; want 0 and %d", r, done, 4+limit)
 	}
-	due := 0
-	for _, ch := range h.chans {
-		recs, err := h.store.Channel(ch.ID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, rec := range recs {
-			if rec.State == store.StateCurrent && rec.HooksDue {
-				due++
-			}
-		}
-	}
+	due := h.hooksDueCount()
 	if due != n-4 {
 		t.Errorf("%d channels' records have hooks due after the stop; want %d (killed or never started)", due, n-4)
 	}
@@ -497,18 +504,7 @@ func TestHooksWaitingAtStopDoNotStart(t *testing.T) {
 	if starts != 1 {
 		t.Errorf("%d hook runs; want 1 (the two waiting at the stop never start)", starts)
 	}
-	due := 0
-	for _, ch := range h.chans {
-		recs, err := h.store.Channel(ch.ID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, rec := range recs {
-			if rec.State == store.StateCurrent && rec.HooksDue {
-				due++
-			}
-		}
-	}
+	due := h.hooksDueCount()
 	if due != 2 {
 		t.Errorf("%d channels have hooks due after the stop; want 2 (the ones that never started)", due)
 	}
@@ -563,16 +559,8 @@ func TestHooksSupersededWhileWaiting(t *testing.T) {
 	if runs[1].channel == runs[2].channel {
 		t.Errorf("runs %v: want one for each channel's new token", runs)
 	}
-	for i := range h.chans {
-		recs, err := h.store.Channel(h.chans[i].ID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, rec := range recs {
-			if rec.State == store.StateCurrent && rec.HooksDue {
-				t.Errorf("channel %d: its current token's hooks ran but are still due", i)
-			}
-		}
+	if n := h.hooksDueCount(); n != 0 {
+		t.Errorf("%d channels' current tokens have hooks due; want 0 (they ran)", n)
 	}
 }
 
