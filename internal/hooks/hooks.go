@@ -195,7 +195,7 @@ func startWithin(ctx context.Context, command func() *exec.Cmd, prog string, tim
 		err error
 	}
 	started := make(chan start, 1)
-	r := new(pidRead)
+	r := new(pendingCall)
 	go func() {
 		cmd := command()
 		err := startCmd(cmd)
@@ -350,7 +350,7 @@ func sendSignal(ctx context.Context, s Spec) error {
 	defer cancel()
 	done := make(chan error, 1)
 	read := readPID
-	r := new(pidRead)
+	r := new(pendingCall)
 	go func() {
 		err := signalPID(hctx, s, sig, read)
 		stuck.returned(s.PIDFile, r)
@@ -366,7 +366,7 @@ func sendSignal(ctx context.Context, s Spec) error {
 }
 
 // stuckStarts is stuck's count for exec hooks' programs (startWithin).
-var stuckStarts = stuckReads{paths: make(map[string]int)}
+var stuckStarts = stuckCalls{paths: make(map[string]int)}
 
 // stuck counts, per pid file, the reads sendSignal gave up on that have
 // not returned. While one has not, no new read of that file starts: each
@@ -374,23 +374,23 @@ var stuckStarts = stuckReads{paths: make(map[string]int)}
 // file on a file system that stopped answering would otherwise add one
 // at every hook, up to Go's limit of 10,000 threads, which ends the
 // process. Reads that return in time run side by side.
-var stuck = stuckReads{paths: make(map[string]int)}
+var stuck = stuckCalls{paths: make(map[string]int)}
 
-type stuckReads struct {
+type stuckCalls struct {
 	mu    sync.Mutex
 	paths map[string]int
 }
 
-// pidRead is one read's state, under stuckReads.mu.
-type pidRead struct{ returned, givenUp bool }
+// pendingCall is one pid file read's or start's state, under stuckCalls.mu.
+type pendingCall struct{ returned, givenUp bool }
 
-func (s *stuckReads) count(path string) int {
+func (s *stuckCalls) count(path string) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.paths[path]
 }
 
-func (s *stuckReads) givenUp(path string, r *pidRead) {
+func (s *stuckCalls) givenUp(path string, r *pendingCall) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !r.returned {
@@ -399,7 +399,7 @@ func (s *stuckReads) givenUp(path string, r *pidRead) {
 	}
 }
 
-func (s *stuckReads) returned(path string, r *pidRead) {
+func (s *stuckCalls) returned(path string, r *pendingCall) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	r.returned = true

@@ -700,14 +700,14 @@ func TestSignalStuckReadNotRepeated(t *testing.T) {
 // on it (both at its timeout) is not counted as stuck; one given up on
 // first is, until it returns.
 func TestStuckReadsOrder(t *testing.T) {
-	s := stuckReads{paths: make(map[string]int)}
-	early := new(pidRead)
+	s := stuckCalls{paths: make(map[string]int)}
+	early := new(pendingCall)
 	s.returned("/p", early)
 	s.givenUp("/p", early)
 	if n := s.count("/p"); n != 0 {
 		t.Fatalf("a read that returned, then was given up on: %d stuck; want 0", n)
 	}
-	late := new(pidRead)
+	late := new(pendingCall)
 	s.givenUp("/p", late)
 	if n := s.count("/p"); n != 1 {
 		t.Fatalf("a read given up on: %d stuck; want 1", n)
