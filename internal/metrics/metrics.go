@@ -13,6 +13,7 @@
 //	tokend_output_errors_total{channel}
 //	tokend_ready
 //	tokend_log_lines_dropped_total{level}
+//	tokend_hook_runs_total{result}
 //
 // The channel label is the channel's label (its name, else its ID); result
 // is "ok" or a short cause such as "http_429" or "timeout".
@@ -37,6 +38,7 @@ type Metrics struct {
 	lineDuration *prometheus.HistogramVec
 	ready        prometheus.Gauge
 	logDropped   *prometheus.CounterVec
+	hookRuns     *prometheus.CounterVec
 }
 
 // New returns metrics registered in a new registry, with the Go runtime and
@@ -62,16 +64,23 @@ func New() *Metrics {
 			Name: "tokend_log_lines_dropped_total",
 			Help: "Log lines dropped by sampling: beyond the first 100 a second with the same message and level, all but every 100th.",
 		}, []string{"level"}),
+		hookRuns: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokend_hook_runs_total",
+			Help: "Runs of a channel's on_rotate hooks after a new token, by result: ok, failed (one or more failed; the log says which), killed (at a stop; they run again at the next start).",
+		}, []string{"result"}),
 	}
 	// The drop counters exist from the start, at 0, so that increase()
 	// sees the first drop and an alert on them has a series to watch.
 	for _, level := range []string{"debug", "info", "warn", "error"} {
 		m.logDropped.WithLabelValues(level)
 	}
+	for _, result := range []string{"ok", "failed", "killed"} {
+		m.hookRuns.WithLabelValues(result)
+	}
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.channels, m.lineRequests, m.lineDuration, m.ready, m.logDropped,
+		m.channels, m.lineRequests, m.lineDuration, m.ready, m.logDropped, m.hookRuns,
 	)
 	m.handler = promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{
 		// Scrapes that pile up must not pile up memory. No Timeout: it
@@ -106,6 +115,14 @@ func (m *Metrics) LogDropped(level string) {
 		return
 	}
 	m.logDropped.WithLabelValues(level).Inc()
+}
+
+// HookRun counts a run of a channel's hooks: "ok", "failed" or "killed".
+func (m *Metrics) HookRun(result string) {
+	if m == nil {
+		return
+	}
+	m.hookRuns.WithLabelValues(result).Inc()
 }
 
 // SetToken records the channel's current token expiry and next rotation. A

@@ -2,6 +2,7 @@ package rotator
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/tokend/tokend/internal/hooks"
 	"github.com/tokend/tokend/internal/linefake"
+	"github.com/tokend/tokend/internal/metrics"
 	"github.com/tokend/tokend/internal/store"
 )
 
@@ -585,5 +587,59 @@ func TestHookTurnAfterStop(t *testing.T) {
 	}
 	if n := len(rot.hookSlots); n != 0 {
 		t.Errorf("%d slots held after the refused turns; want 0", n)
+	}
+}
+
+// TestHookRunMetrics: tokend_hook_runs_total counts each channel's hook
+// runs by result: ok, failed (a hook failed), killed (at a stop), every
+// result's series there from the start.
+func TestHookRunMetrics(t *testing.T) {
+	h := newHarness(t, 1, nil)
+	h.chans[0].Hooks = []hooks.Spec{{Exec: []string{"/bin/true"}}}
+	m := metrics.New()
+	h.opts.Metrics = m
+	h.opts.StopTimeout = 50 * time.Millisecond
+	var mu sync.Mutex
+	mode := "ok"
+	h.opts.Hooks = func(ctx context.Context, _ []hooks.Spec, _ hooks.Event, _ *zap.Logger) error {
+		mu.Lock()
+		md := mode
+		mu.Unlock()
+		switch md {
+		case "failed":
+			return errors.New("hook 0 (exec): exit status 1")
+		case "block":
+			<-ctx.Done()
+			return ctx.Err()
+		}
+		return nil
+	}
+	set := func(md string) {
+		mu.Lock()
+		mode = md
+		mu.Unlock()
+	}
+	runs := func() map[string]float64 {
+		h.rot.hooksWG.Wait()
+		return series(t, m.Registry(), "tokend_hook_runs_total", nil)
+	}
+	if got := series(t, m.Registry(), "tokend_hook_runs_total", nil); len(got) != 3 || got["result=ok"]+got["result=failed"]+got["result=killed"] != 0 {
+		t.Fatalf("before any run: %v; want ok, failed and killed at 0", got)
+	}
+	h.start()
+	if got := runs(); got["result=ok"] != 1 || got["result=failed"] != 0 || got["result=killed"] != 0 {
+		t.Fatalf("after the first token's hooks: %v; want ok 1", got)
+	}
+	ch := h.chans[0]
+	set("failed")
+	h.advance(ch.TokenTTL-ch.RotateBefore+time.Hour, nil)
+	if got := runs(); got["result=ok"] != 1 || got["result=failed"] != 1 || got["result=killed"] != 0 {
+		t.Fatalf("after a rotation whose hook failed: %v; want ok 1, failed 1", got)
+	}
+	set("block")
+	h.advance(ch.TokenTTL-ch.RotateBefore+time.Hour, nil)
+	h.stop() // kills the blocked hook
+	if got := runs(); got["result=ok"] != 1 || got["result=failed"] != 1 || got["result=killed"] != 1 {
+		t.Fatalf("after a stop killed a hook: %v; want ok 1, failed 1, killed 1", got)
 	}
 }

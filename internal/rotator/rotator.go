@@ -55,6 +55,7 @@ type Observer interface {
 	OutputError(channel string)
 	SetReady(ready bool)
 	ForgetChannel(channel string)
+	HookRun(result string) // "ok", "failed", "killed" (at a stop)
 }
 
 // HookRunner runs a channel's on_rotate hooks; hooks.Run is one.
@@ -774,3 +775,4 @@ func (nopObserver) SetOrphans(string, int)                    {}
 func (nopObserver) OutputError(string)                        {}
 func (nopObserver) SetReady(bool)                             {}
 func (nopObserver) ForgetChannel(string)                      {}
+func (nopObserver) HookRun(string)                            {}

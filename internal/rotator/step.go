@@ -706,8 +706,15 @@ func (r *Rotator) publish(c *channel, now time.Time) {
 				// own hooks tell the same readers, as record says.
 				return
 			}
-			_ = r.o.Hooks(r.hookCtx, specs, ev, log)
-			if r.hookCtx.Err() == nil { // not killed at a stop: they ran
+			err := r.o.Hooks(r.hookCtx, specs, ev, log)
+			switch {
+			case r.hookCtx.Err() != nil: // killed at a stop: still due
+				r.o.Metrics.HookRun("killed")
+			case err != nil: // each failure is logged; they ran
+				r.o.Metrics.HookRun("failed")
+				r.hooksRan(c, id)
+			default:
+				r.o.Metrics.HookRun("ok")
 				r.hooksRan(c, id)
 			}
 		}()
