@@ -194,30 +194,17 @@ func startWithin(ctx context.Context, command func() *exec.Cmd, prog string, tim
 		cmd *exec.Cmd
 		err error
 	}
-	started := make(chan start, 1)
-	r := new(pendingCall)
-	go func() {
+	st, ok := beside(ctx, &stuckStarts, prog, func() start {
 		cmd := command()
-		err := startCmd(cmd)
-		stuckStarts.returned(prog, r)
-		started <- start{cmd, err}
-	}()
-	select {
-	case st := <-started:
-		return st.cmd, st.err
-	case <-ctx.Done():
-	}
-	select {
-	case st := <-started: // it returned as ctx ended: select took either
-		return st.cmd, st.err // a started process is killed; Wait says so
-	default:
-	}
-	stuckStarts.givenUp(prog, r)
-	go func() {
-		if st := <-started; st.err == nil {
+		return start{cmd, startCmd(cmd)}
+	}, func(st start) {
+		if st.err == nil {
 			_ = st.cmd.Wait() // ctx has ended: the process is killed; reap it
 		}
-	}()
+	})
+	if ok { // a process that started as ctx ended is killed; Wait says so
+		return st.cmd, st.err
+	}
 	if ctx.Err() == context.DeadlineExceeded {
 		return nil, fmt.Errorf("exec %s: not started within %v (its file system is not answering?): %w", prog, timeout, errNotStarted)
 	}
@@ -348,21 +335,42 @@ func sendSignal(ctx context.Context, s Spec) error {
 	timeout := s.timeout()
 	hctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	done := make(chan error, 1)
 	read := readPID
-	r := new(pendingCall)
-	go func() {
-		err := signalPID(hctx, s, sig, read)
-		stuck.returned(s.PIDFile, r)
-		done <- err
-	}()
-	select {
-	case err := <-done:
-		return err
-	case <-hctx.Done():
-		stuck.givenUp(s.PIDFile, r)
+	err, ok := beside(hctx, &stuck, s.PIDFile, func() error { return signalPID(hctx, s, sig, read) }, nil)
+	if !ok {
 		return fmt.Errorf("signal: pid file %s not read within %v: %w", s.PIDFile, timeout, hctx.Err())
 	}
+	return err
+}
+
+// beside runs fn on a goroutine of its own and waits for its result until
+// ctx ends. Then fn is left to finish alone, counted in calls under key
+// until it returns (the caller refuses new calls for key meanwhile), and
+// late, if not nil, gets its result. ok is false if ctx ended first; a
+// result that came as ctx ended (select takes either) is returned, ok.
+func beside[T any](ctx context.Context, calls *stuckCalls, key string, fn func() T, late func(T)) (res T, ok bool) {
+	done := make(chan T, 1)
+	r := new(pendingCall)
+	go func() {
+		v := fn()
+		calls.returned(key, r)
+		done <- v
+	}()
+	select {
+	case v := <-done:
+		return v, true
+	case <-ctx.Done():
+	}
+	select {
+	case v := <-done:
+		return v, true
+	default:
+	}
+	calls.givenUp(key, r)
+	if late != nil {
+		go func() { late(<-done) }()
+	}
+	return res, false
 }
 
 // stuckStarts is stuck's count for exec hooks' programs (startWithin).

@@ -609,11 +609,15 @@ func sendWithin(t *testing.T, ctx context.Context, s Spec) error {
 // waitUnstuck waits until no read of path that sendSignal gave up on is
 // still counted (its goroutine has returned), so that tests after this
 // one find the pid file readable.
-func waitUnstuck(t *testing.T, path string) {
+func waitUnstuck(t *testing.T, path string) { t.Helper(); waitReturned(t, &stuck, path) }
+
+// waitReturned waits until calls counts nothing under key: every call
+// given up on has returned.
+func waitReturned(t *testing.T, calls *stuckCalls, key string) {
 	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); stuck.count(path) > 0; time.Sleep(time.Millisecond) {
+	for deadline := time.Now().Add(10 * time.Second); calls.count(key) > 0; time.Sleep(time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("a read of %s still counted as stuck after 10s", path)
+			t.Fatalf("a call for %s given up on is still counted as stuck after 10s", key)
 		}
 	}
 }
@@ -783,11 +787,7 @@ func TestExecStartHangs(t *testing.T) {
 
 	close(release) // the file system answers: the start returns
 	<-returned
-	for deadline := time.Now().Add(10 * time.Second); stuckStarts.count(prog) > 0; time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the returned start is still counted as stuck")
-		}
-	}
+	waitReturned(t, &stuckStarts, prog)
 	if latePID == 0 {
 		t.Fatal("the late start made no process")
 	}
@@ -835,9 +835,5 @@ func TestExecStartHangsStopped(t *testing.T) {
 		t.Fatal("runExec still waiting for a hung start 30s after a stop")
 	}
 	close(release)
-	for deadline := time.Now().Add(10 * time.Second); stuckStarts.count(prog) > 0; time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the returned start is still counted as stuck")
-		}
-	}
+	waitReturned(t, &stuckStarts, prog)
 }
