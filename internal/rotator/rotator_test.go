@@ -821,16 +821,105 @@ func TestBurst(t *testing.T) {
 	}
 }
 
-// gatedLINE holds the first issue call until gate returns.
+// gatedLINE holds the first issue call until gate returns: before LINE
+// answers it, or with after, once LINE has answered it.
 type gatedLINE struct {
 	LINE
-	once sync.Once
-	gate func()
+	once  sync.Once
+	gate  func()
+	after bool
 }
 
 func (g *gatedLINE) IssueChannelAccessTokenV2_1(ctx context.Context, a string) (*oauth.Token, error) {
-	g.once.Do(g.gate)
-	return g.LINE.IssueChannelAccessTokenV2_1(ctx, a)
+	if !g.after {
+		g.once.Do(g.gate)
+	}
+	tok, err := g.LINE.IssueChannelAccessTokenV2_1(ctx, a)
+	if g.after {
+		g.once.Do(g.gate)
+	}
+	return tok, err
+}
+
+// TestAssertionSignedWhenSent: a step that waits for a LINE slot signs its
+// assertion when its call goes out, not when the step began. Here the one
+// slot is held for longer than an assertion lives (5 minutes) while the
+// other channel's step waits for it: an assertion dated from the step's
+// start would reach LINE expired, be refused as a bad client ("Invalid
+// exp") and park the channel for 30 minutes.
+func TestAssertionSignedWhenSent(t *testing.T) {
+	const n = 2
+	h := newHarness(t, n, func(_ int, ch *Channel) { ch.Outputs = ch.Outputs[:1] })
+	h.opts.MaxInFlight = 1
+	h.opts.LINE = &gatedLINE{LINE: h.line, after: true, gate: func() {
+		deadline := time.Now().Add(10 * time.Second)
+		for h.rot.running.Load() < n && time.Now().Before(deadline) {
+			time.Sleep(100 * time.Microsecond)
+		}
+		h.clock.Advance(oauth.DefaultAssertionLifetime + time.Minute)
+	}}
+	h.start()
+	if got := h.sim.Count("issue_v2.1"); got != n {
+		t.Fatalf("%d issue calls, want %d", got, n)
+	}
+	for i := range n {
+		if h.current(i) == "" {
+			t.Errorf("%s holds no token after the start", h.chans[i].Name)
+		}
+	}
+	if got := h.logCount("issue token failed"); got > 0 {
+		t.Errorf("%d issues failed, want none: %v", got, h.logs.FilterMessage("issue token failed").All()[0].ContextMap())
+	}
+}
+
+// listGate holds the first key-ID listing made once armed, after LINE has
+// answered it, until gate returns.
+type listGate struct {
+	LINE
+	armed atomic.Bool
+	once  sync.Once
+	gate  func()
+}
+
+func (g *listGate) GetChannelAccessTokenKeyIDsV2_1(ctx context.Context, a string) ([]string, error) {
+	kids, err := g.LINE.GetChannelAccessTokenKeyIDsV2_1(ctx, a)
+	if g.armed.Load() {
+		g.once.Do(g.gate)
+	}
+	return kids, err
+}
+
+// TestListingAssertionSignedWhenSent: the same for a reconcile's key-ID
+// listing, which would otherwise fail and leave the channel unreconciled.
+func TestListingAssertionSignedWhenSent(t *testing.T) {
+	const n = 2
+	h := newHarness(t, n, func(_ int, ch *Channel) { ch.Outputs = ch.Outputs[:1]; ch.Jitter = 0 })
+	h.opts.MaxInFlight = 1
+	waited := false
+	lg := &listGate{LINE: h.line}
+	lg.gate = func() {
+		deadline := time.Now().Add(10 * time.Second)
+		for h.rot.running.Load() < n && time.Now().Before(deadline) {
+			time.Sleep(100 * time.Microsecond)
+		}
+		waited = h.rot.running.Load() >= n
+		h.clock.Advance(oauth.DefaultAssertionLifetime + time.Minute)
+	}
+	h.opts.LINE = lg
+	h.start()
+	listed := h.sim.Count("kids_v2.1")
+	lg.armed.Store(true)
+	h.clock.Advance(h.nextEvent().Sub(h.clock.Now())) // both reconciles due at once
+	h.settle()
+	if !waited {
+		t.Fatal("the second channel's reconcile never waited for the held listing's slot")
+	}
+	if got := h.sim.Count("kids_v2.1") - listed; got != n {
+		t.Errorf("%d key-ID listings at the reconcile, want %d", got, n)
+	}
+	if got := h.logCount("reconcile failed"); got > 0 {
+		t.Errorf("%d reconciles failed, want none: %v", got, h.logs.FilterMessage("reconcile failed").All()[0].ContextMap())
+	}
 }
 
 // TestColdStartIssuesBeforeListing: at a cold start every channel's issue
@@ -1076,5 +1165,33 @@ func TestStartWhileLocksAreTaken(t *testing.T) {
 			t.Fatalf("start %d: %d issue calls, want 32", i, got)
 		}
 		h.stop()
+	}
+}
+
+// TestKindChangeRevokesOldToken: a channel switched from v2.1 to
+// short-lived (here across a restart, whose first step reconciles before
+// anything else) supersedes its v2.1 token and revokes it after
+// revoke_after. Before, the short-lived reconcile asked LINE's verify
+// endpoint about the v2.1 token, took its 400 for "revoked elsewhere" and
+// recorded it revoked without a revoke call: valid at LINE for up to 30
+// more days, one of the channel's 30.
+func TestKindChangeRevokesOldToken(t *testing.T) {
+	h := newHarness(t, 1, func(_ int, ch *Channel) { ch.Jitter = 0 })
+	h.start()
+	old := h.current(0)
+	h.stop()
+	ch := h.chans[0]
+	ch.Kind, ch.Key, ch.KeyID = KindShortLived, nil, ""
+	h.chans[0] = ch
+	h.start()
+	if h.current(0) == old {
+		t.Fatal("the v2.1 token is still current after the switch to short-lived")
+	}
+	if got := h.logCount("current token is no longer valid at LINE; replacing it"); got > 0 {
+		t.Errorf("the v2.1 token was judged by the short-lived verify endpoint (%d times)", got)
+	}
+	h.advance(ch.RevokeAfter+time.Hour, nil)
+	if h.sim.IsValid(old) {
+		t.Errorf("the superseded v2.1 token is still valid at LINE %s after the switch", ch.RevokeAfter+time.Hour)
 	}
 }

@@ -390,7 +390,10 @@ func notLINE404(err error) bool {
 // and RSA signing is the costliest thing tokend does, so the key-ID listing
 // and the issue that follows it at start share one signature. ttl > 0 asks
 // for token_exp (the key-ID endpoint ignores it, so it may reuse one made
-// for issuing).
+// for issuing). now is when the call goes out, read after its wait for a
+// LINE slot, not when the step began: with LINE slow and thousands of
+// steps queued, a step can wait longer than an assertion lives, and LINE
+// refuses an expired one as a bad client ("Invalid exp").
 func (r *Rotator) assertion(c *channel, now time.Time, ttl time.Duration) (string, error) {
 	if c.signer == nil {
 		return "", errors.New("no signing key configured")
@@ -434,7 +437,7 @@ func (r *Rotator) doReconcile(ctx context.Context, c *channel, now time.Time) {
 	case KindV21:
 		var kids []string
 		err := r.call(ctx, "kids_v2.1", false, func(ctx context.Context) error {
-			a, err := r.assertion(c, now, 0)
+			a, err := r.assertion(c, r.clock.Now(), 0)
 			if err != nil {
 				return err
 			}
@@ -449,7 +452,11 @@ func (r *Rotator) doReconcile(ctx context.Context, c *channel, now time.Time) {
 		}
 		r.applyKeyIDs(c, now, kids)
 	case KindShortLived:
-		if c.current == nil || !now.Before(c.current.ExpiresAt) {
+		// Only a short-lived token can be verified. One of another kind
+		// (the channel's kind changed) would fail verification and be
+		// taken for revoked elsewhere, when it is valid and only needs
+		// superseding, then revoking after revoke_after.
+		if c.current == nil || c.current.Kind != KindShortLived || !now.Before(c.current.ExpiresAt) {
 			break
 		}
 		tok := c.current.AccessToken
@@ -547,7 +554,7 @@ func (r *Rotator) doIssue(ctx context.Context, c *channel, now time.Time) {
 		switch c.cfg.Kind {
 		case KindV21:
 			var a string
-			if a, err = r.assertion(c, now, c.cfg.TokenTTL); err == nil {
+			if a, err = r.assertion(c, r.clock.Now(), c.cfg.TokenTTL); err == nil {
 				tok, err = r.o.LINE.IssueChannelAccessTokenV2_1(ctx, a)
 			}
 		case KindShortLived:
@@ -555,7 +562,7 @@ func (r *Rotator) doIssue(ctx context.Context, c *channel, now time.Time) {
 		case KindStateless:
 			if c.signer != nil {
 				var a string
-				if a, err = r.assertion(c, now, 0); err == nil {
+				if a, err = r.assertion(c, r.clock.Now(), 0); err == nil {
 					tok, err = r.o.LINE.IssueStatelessTokenByAssertion(ctx, a)
 				}
 			} else {
