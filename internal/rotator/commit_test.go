@@ -1,6 +1,7 @@
 package rotator
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -151,4 +152,49 @@ func recorded(t *testing.T, h *harness, st *commitFailStore, i int) string {
 		t.Error("not ready after the store recovered")
 	}
 	return tok
+}
+
+// TestUnrecordedRevokedAtEnd: a token LINE issued whose commit failed is
+// revoked when the run ends, by run -once or by a stop: the process would
+// lose it, and it would count toward the channel's 30 valid tokens until
+// it expired, one more at each run from cron while the store cannot
+// commit (three runs left three valid at LINE before). The other channel's
+// token, recorded, is not touched.
+func TestUnrecordedRevokedAtEnd(t *testing.T) {
+	for _, once := range []bool{true, false} {
+		t.Run(map[bool]string{true: "run -once", false: "stop"}[once], func(t *testing.T) {
+			h := newHarness(t, 2, func(_ int, ch *Channel) { ch.Jitter = 0 })
+			bot1, bot2 := h.chans[0], h.chans[1]
+			st := &commitFailStore{Store: h.store, id: bot1.ID}
+			st.failing.Store(true)
+			h.store, h.opts.Store = st, st
+			for run := 1; run <= 3; run++ {
+				if once {
+					rot, err := New(h.chans, h.opts)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if err := rot.RunOnce(context.Background()); err == nil || !strings.Contains(err.Error(), bot1.Name) {
+						t.Fatalf("run %d: RunOnce error %v, want it to name %s", run, err, bot1.Name)
+					}
+				} else {
+					h.start()
+					h.stop()
+				}
+				if valid := h.sim.ValidKeyIDs(bot1.ID); len(valid) != 0 {
+					t.Fatalf("run %d: %d of bot-1's tokens valid at LINE after the run ended, want 0", run, len(valid))
+				}
+			}
+			if n := len(h.sim.Tokens(bot1.ID)); n != 3 {
+				t.Errorf("%d tokens issued for bot-1 in 3 runs, want 3", n)
+			}
+			if valid := h.sim.ValidKeyIDs(bot2.ID); len(valid) != 1 {
+				t.Errorf("%d of bot-2's tokens valid at LINE, want its one recorded token", len(valid))
+			}
+			const msg = "revoked a token tokend could not record before it stopped (its commit failed)"
+			if got := h.logCount(msg); got != 3 {
+				t.Errorf("%d log lines %q, want 3", got, msg)
+			}
+		})
+	}
 }

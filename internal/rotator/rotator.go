@@ -320,6 +320,7 @@ func (r *Rotator) Run(ctx context.Context) error {
 	r.sched = nil
 	r.mu.Unlock()
 	err = sched.Shutdown()
+	r.revokeUnrecorded()
 	r.hooksWG.Wait()
 	if err != nil {
 		return fmt.Errorf("stop scheduler: %w", err)
@@ -368,6 +369,7 @@ func (r *Rotator) RunOnce(ctx context.Context) error {
 	r.startPass(ctx, chans, false)
 	r.hooksWG.Wait()
 	release()
+	r.revokeUnrecorded()
 	now := r.clock.Now()
 	var noToken, unwritten []string
 	for _, c := range chans {

@@ -860,24 +860,63 @@ func (r *Rotator) revokeToken(ctx context.Context, c *channel, kind, token strin
 // one retry at a time, and then refuse every issue for up to token_ttl.
 // Stateless tokens cannot be revoked and do not count.
 func (r *Rotator) revokeUnusable(ctx context.Context, c *channel, token string) {
-	kind := c.cfg.Kind
+	r.revokeUnpublished(ctx, c, c.cfg.Kind, token, "the token of an issue answer tokend could not use")
+}
+
+// revokeUnpublished revokes token, of kind, which LINE issued for c and
+// tokend never published; what names it in the log.
+func (r *Rotator) revokeUnpublished(ctx context.Context, c *channel, kind, token, what string) {
 	const lost = "it counts toward the channel's 30 valid tokens until it expires"
 	switch {
 	case kind == KindStateless:
 		return
 	case !canRevoke(c, store.Record{Kind: kind}):
-		r.logFor(c).Warn("cannot revoke the token of an issue answer tokend could not use: no channel secret",
+		r.logFor(c).Warn("cannot revoke "+what+": no channel secret",
 			zap.String("fix", lost+"; set channel_secret or channel_secret_file so that tokend can revoke such tokens"))
 		return
 	}
 	err := r.revokeToken(ctx, c, kind, token)
 	r.o.Metrics.Revocation(c.cfg.Label(), oauth.Cause(err))
 	if err != nil {
-		r.logFor(c).Warn("cannot revoke the token of an issue answer tokend could not use",
+		r.logFor(c).Warn("cannot revoke "+what,
 			zap.Error(err), zap.String("cause", oauth.Cause(err)), zap.String("fix", lost))
 		return
 	}
-	r.logFor(c).Info("revoked the token of an issue answer tokend could not use")
+	r.logFor(c).Info("revoked " + what)
+}
+
+// revokeUnrecorded runs as Run or RunOnce ends, once no step is under way.
+// A token LINE issued whose commit failed (c.unrecorded) lives only in
+// this process and was never published: kept, the next try would have
+// recorded it, but a process that ends loses it, and it would count toward
+// its channel's 30 valid tokens until it expired, one more at each run
+// from cron while the store cannot commit. So it is revoked. The run's
+// context has ended: the revocations get StopTimeout to take their turns
+// in the LINE gate, each call then its own timeout.
+func (r *Rotator) revokeUnrecorded() {
+	r.mu.Lock()
+	chans := r.channelList()
+	r.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), r.o.StopTimeout)
+	defer cancel()
+	now := r.clock.Now()
+	var wg sync.WaitGroup
+	for _, c := range chans {
+		if !c.mu.TryLock() {
+			continue // a step still under way (the scheduler's stop timed out) keeps it
+		}
+		u := c.unrecorded
+		c.unrecorded = nil
+		if u == nil || !now.Before(u.ExpiresAt) {
+			c.mu.Unlock()
+			continue
+		}
+		wg.Go(func() {
+			defer c.mu.Unlock()
+			r.revokeUnpublished(ctx, c, u.Kind, u.AccessToken, "a token tokend could not record before it stopped (its commit failed)")
+		})
+	}
+	wg.Wait()
 }
 
 // dropExpired forgets records of tokens that have expired.
