@@ -48,7 +48,7 @@ defaults:
   token_ttl: {{.TTL}}
   rotate_before: {{.RotateBefore}}
   revoke_after: {{.RevokeAfter}}
-  jitter: 0.1
+  jitter: {{.Jitter}}
   reconcile_every: 1m
 channels:
 {{- range .Channels}}
@@ -67,8 +67,12 @@ channels:
 type devConfigData struct {
 	Dir, BaseURL, Socket           string
 	TTL, RotateBefore, RevokeAfter config.Duration
+	Jitter                         float64 // devJitter
 	Channels                       []devChannel
 }
+
+// devJitter is the jitter of dev's config.
+const devJitter = 0.1
 
 type devChannel struct{ ID, Name, KeyID string }
 
@@ -122,7 +126,7 @@ func cmdDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	go srv.Serve(ln) //nolint:errcheck // ends with Close below
 	defer srv.Close()
 
-	data := devConfigData{Dir: abs, BaseURL: "http://" + ln.Addr().String(), Socket: devSocket(abs),
+	data := devConfigData{Dir: abs, BaseURL: "http://" + ln.Addr().String(), Socket: devSocket(abs), Jitter: devJitter,
 		TTL: config.Duration(lifetimes.ttl.d), RotateBefore: config.Duration(lifetimes.rotateBefore.d),
 		RevokeAfter: config.Duration(lifetimes.revokeAfter.d)}
 	for _, ch := range devChannels {

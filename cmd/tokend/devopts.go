@@ -95,5 +95,12 @@ func (o *devFlags) check() error {
 	if ttlOK && o.revokeAfter.d >= o.ttl.d {
 		bad("revoke-after", o.revokeAfter, shorter)
 	}
+	if len(errs) == 0 {
+		if n := config.HeldAtOnce(o.ttl.d, o.rotateBefore.d, o.revokeAfter.d, devJitter); n > config.MaxHeldAtOnce {
+			bad("revoke-after", o.revokeAfter, fmt.Sprintf(
+				"with -token-ttl %s and -rotate-before %s, tokend would keep up to %d of a channel's tokens valid at LINE at once, more than %d of LINE's 30; shorten -revoke-after or -rotate-before",
+				o.ttl.String(), o.rotateBefore.String(), n, config.MaxHeldAtOnce))
+		}
+	}
 	return errors.Join(errs...)
 }

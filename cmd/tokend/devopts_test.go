@@ -34,7 +34,7 @@ func TestDevFlagsAgreeWithConfig(t *testing.T) {
 				o := devFlags{ttl: devDuration{d: ttl}, rotateBefore: devDuration{d: rb}, revokeAfter: devDuration{d: ra}}
 				flagErr := o.check()
 				var buf bytes.Buffer
-				data := devConfigData{Dir: dir, BaseURL: "http://127.0.0.1:1", Socket: filepath.Join(dir, "tokend.sock"),
+				data := devConfigData{Dir: dir, BaseURL: "http://127.0.0.1:1", Socket: filepath.Join(dir, "tokend.sock"), Jitter: devJitter,
 					TTL: config.Duration(ttl), RotateBefore: config.Duration(rb), RevokeAfter: config.Duration(ra)}
 				for _, ch := range devChannels {
 					data.Channels = append(data.Channels, devChannel{ch.ID, ch.Name, "kid"})

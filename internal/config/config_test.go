@@ -446,6 +446,10 @@ channels: [{id: "1", ` + v21 + `}, {id: "2", ` + v21 + `}]
 			`channels[0].revoke_after: "1d": must be shorter than token_ttl (1d)`},
 		{"revoke_after from the defaults block", "defaults: {revoke_after: 2d}\nchannels: [{id: '1', token_ttl: 1d, rotate_before: 1h, " + v21 + "}]\n",
 			`channels[0].revoke_after: "2d": must be shorter than token_ttl (1d); it comes from defaults.revoke_after: set revoke_after on this channel`},
+		{"too many tokens held at once", "channels: [{id: '1', token_ttl: 30d, rotate_before: 29d12h, revoke_after: 29d, " + v21 + "}]\n",
+			`channels[0].revoke_after: "29d": with token_ttl 30d, rotate_before 29d12h and jitter 0.1, tokend would keep up to 118 of this channel's tokens valid at LINE at once, more than 15 of LINE's 30 (LINE recommends 2 a consumer: the current one and the next); shorten revoke_after or rotate_before`},
+		{"too many short-lived tokens held at once", "channels: [{id: '1', kind: short-lived, rotate_before: 29d, revoke_after: 20d, channel_secret: s}]\n",
+			`channels[0].revoke_after: "20d": with token_ttl 30d, rotate_before 29d and jitter 0.1, tokend would keep up to 42 of this channel's tokens valid at LINE at once, more than 15 of LINE's 30 (LINE recommends 2 a consumer: the current one and the next); shorten revoke_after or rotate_before`},
 		{"jitter and reconcile_every", "channels: [{id: '1', jitter: 1.5, reconcile_every: 59s, " + v21 + "}]\n",
 			"channels[0].jitter: \"1.5\": must be at least 0 and less than 1 (a fraction of rotate_before)\n" +
 				"channels[0].reconcile_every: \"59s\": must be at least 1m"},
@@ -1036,6 +1040,45 @@ func TestDefaultSocket(t *testing.T) {
 		lookup := func(k string) (string, bool) { v, ok := tt.env[k]; return v, ok }
 		if got := DefaultSocket(lookup); got != tt.want {
 			t.Errorf("DefaultSocket(%v) = %q, want %q", tt.env, got, tt.want)
+		}
+	}
+}
+
+// TestHeldAtOnce: the tokens a channel's lifetimes keep valid at LINE at
+// once, counted the way the rotator rotates (rotator.RotateAt) and revokes.
+func TestHeldAtOnce(t *testing.T) {
+	for _, tt := range []struct {
+		name                string
+		ttl, rotate, revoke time.Duration
+		jitter              float64
+		want                int
+	}{
+		{"the defaults", 30 * Day, 10 * Day, 24 * time.Hour, 0.1, 2},
+		{"tokend dev's", 2 * time.Minute, time.Minute, 20 * time.Second, 0.1, 2},
+		{"revoked at once, after the issue that superseded it", 30 * Day, 10 * Day, 0, 0.1, 2},
+		{"revoke_after past the superseded token's expiry", 30 * Day, 10 * Day, 29 * Day, 0, 2},
+		// Rotated every 20 days at the least; each superseded token lives
+		// 10 days: at most one beside the current.
+		{"no jitter", 30 * Day, 10 * Day, 15 * Day, 0, 2},
+		// Rotated every 12 h, less jitter's 2.95 d, but never sooner than
+		// half the 12 h gap: every 6 h, each kept 29 days (116 periods),
+		// and the one revoked at the instant of a rotation.
+		{"rotate_before near token_ttl", 30 * Day, 29*Day + 12*time.Hour, 29 * Day, 0.1, 118},
+		{"exactly the most allowed", 20 * time.Hour, 19 * time.Hour, 14*time.Hour - time.Second, 0, 15},
+		{"one more: revoked at the instant of a rotation", 20 * time.Hour, 19 * time.Hour, 14 * time.Hour, 0, 16},
+	} {
+		if got := HeldAtOnce(tt.ttl, tt.rotate, tt.revoke, tt.jitter); got != tt.want {
+			t.Errorf("%s: HeldAtOnce(%s, %s, %s, %g) = %d, want %d", tt.name, tt.ttl, tt.rotate, tt.revoke, tt.jitter, got, tt.want)
+		}
+	}
+	// The most allowed passes validation; one more is refused.
+	for _, tt := range []struct {
+		revoke string
+		ok     bool
+	}{{"13h59m59s", true}, {"14h", false}} {
+		_, err := parseYAML("channels: [{id: '1', token_ttl: 20h, rotate_before: 19h, jitter: 0, revoke_after: "+tt.revoke+", key_id: k, private_key_file: /k, channel_secret: s}]\n", nil)
+		if (err == nil) != tt.ok || (err != nil && !strings.Contains(err.Error(), "tokens valid at LINE at once")) {
+			t.Errorf("revoke_after %s: error %v, want ok %v", tt.revoke, err, tt.ok)
 		}
 	}
 }

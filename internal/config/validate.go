@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"math"
 	"net"
 	"net/netip"
 	"net/url"
@@ -708,6 +709,15 @@ func (v *validator) channel(p string, rc *rawChannel, def *rawDefaults) (Channel
 		ch.Jitter = *def.Jitter
 	}
 
+	if ttlOK && kindOK && rule.revocable && ch.RotateBefore < ch.TokenTTL && ch.RevokeAfter < ch.TokenTTL &&
+		rotateBeforeProblem(ch.RotateBefore) == "" && jitterProblem(ch.Jitter) == "" {
+		if n := HeldAtOnce(ch.TokenTTL, ch.RotateBefore, ch.RevokeAfter, ch.Jitter); n > MaxHeldAtOnce {
+			v.add(p+".revoke_after", Duration(ch.RevokeAfter).String(), fmt.Sprintf(
+				"with token_ttl %s, rotate_before %s and jitter %s, tokend would keep up to %d of this channel's tokens valid at LINE at once, more than %d of LINE's 30 (LINE recommends 2 a consumer: the current one and the next); shorten revoke_after or rotate_before",
+				Duration(ch.TokenTTL), Duration(ch.RotateBefore), formatFloat(ch.Jitter), n, MaxHeldAtOnce))
+		}
+	}
+
 	ch.ReconcileEvery, src = pickDuration(rc.ReconcileEvery, def.ReconcileEvery, defaultReconcileEvery)
 	if msg := reconcileProblem(ch.ReconcileEvery); msg != "" && src == fromChannel {
 		v.add(p+".reconcile_every", Duration(ch.ReconcileEvery).String(), msg)
@@ -900,4 +910,32 @@ func (v *validator) hook(p string, rh *rawHook) Hook {
 		}
 	}
 	return h
+}
+
+// MaxHeldAtOnce is the most of a channel's tokens a config may have tokend
+// keep valid at LINE at once (HeldAtOnce): half of LINE's 30, which leaves
+// room for the channel's other consumers and for a token lost in an issue
+// whose answer never came back.
+const MaxHeldAtOnce = 15
+
+// HeldAtOnce is how many of a channel's tokens tokend keeps valid at LINE
+// at once, at most, in steady state: the current one, and those superseded
+// and neither revoked (revoke_after) nor expired yet. A token is rotated
+// no sooner than token_ttl - rotate_before after its issue, less jitter's
+// spread of up to jitter x rotate_before, and never sooner than half that
+// gap (rotator.RotateAt). Superseded, it lives on until revoke_after or its
+// expiry, whichever comes first. A step issues before it revokes, so a
+// revocation due at the instant of a rotation still counts; a token that
+// expires at that instant no longer does.
+func HeldAtOnce(ttl, rotateBefore, revokeAfter time.Duration, jitter float64) int {
+	gap := ttl - rotateBefore
+	period := max(gap-time.Duration(float64(rotateBefore)*jitter), gap/2)
+	if period <= 0 {
+		return math.MaxInt
+	}
+	life := ttl - period
+	if revokeAfter < life {
+		return 2 + int(revokeAfter/period)
+	}
+	return 1 + int((life+period-1)/period)
 }
