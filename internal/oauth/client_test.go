@@ -389,6 +389,9 @@ func TestClientAPIErrors(t *testing.T) {
 				if IsRetryable(err) != tt.retryable || Cause(err) != tt.cause {
 					t.Errorf("%s: IsRetryable %v Cause %q", op.name, IsRetryable(err), Cause(err))
 				}
+				if OutcomeUnknown(err) {
+					t.Errorf("%s: OutcomeUnknown for LINE's own error answer", op.name)
+				}
 				assertNoSecrets(t, err.Error())
 			}
 		})
@@ -467,6 +470,9 @@ func TestClientMalformedSuccess(t *testing.T) {
 			}
 			if tok, ok := IssuedToken(err); ok != issued[tt.name] || (ok && tok != "t") {
 				t.Errorf("IssuedToken = %q, %v; want \"t\" only if the answer carried it (%v)", tok, ok, issued[tt.name])
+			}
+			if OutcomeUnknown(err) == issued[tt.name] {
+				t.Errorf("OutcomeUnknown %v; want it only when the answer carried no token to revoke", OutcomeUnknown(err))
 			}
 			if err.Error() != tt.want {
 				t.Errorf("error:\n got: %s\nwant: %s", err, tt.want)
@@ -602,6 +608,9 @@ func TestClientPerCallTimeout(t *testing.T) {
 	if !errors.Is(err, context.DeadlineExceeded) || !IsRetryable(err) || Cause(err) != "timeout" {
 		t.Errorf("Is(DeadlineExceeded) %v IsRetryable %v Cause %q", errors.Is(err, context.DeadlineExceeded), IsRetryable(err), Cause(err))
 	}
+	if !OutcomeUnknown(err) {
+		t.Error("OutcomeUnknown false for a call with no answer in time")
+	}
 	assertNoSecrets(t, err.Error())
 }
 
@@ -676,6 +685,9 @@ func TestClientNetworkErrors(t *testing.T) {
 		if !strings.HasPrefix(err.Error(), "GET /oauth2/v2.1/verify: network: dial tcp ") {
 			t.Errorf("error %q", err)
 		}
+		if OutcomeUnknown(err) {
+			t.Error("OutcomeUnknown: a dial that failed sent nothing")
+		}
 		assertNoSecrets(t, err.Error())
 	})
 	t.Run("connection dropped", func(t *testing.T) {
@@ -690,6 +702,9 @@ func TestClientNetworkErrors(t *testing.T) {
 		if Cause(err) != "network" || !IsRetryable(err) {
 			t.Fatalf("got %v, want a retryable network error", err)
 		}
+		if !OutcomeUnknown(err) {
+			t.Error("OutcomeUnknown false for a connection dropped after the request")
+		}
 		assertNoSecrets(t, err.Error())
 	})
 	t.Run("body cut short", func(t *testing.T) {
@@ -701,6 +716,9 @@ func TestClientNetworkErrors(t *testing.T) {
 		_, err := c.IssueAccessToken(context.Background(), "1", testSecret)
 		if Cause(err) != "network" || !IsRetryable(err) {
 			t.Fatalf("got %v, want a retryable network error", err)
+		}
+		if !OutcomeUnknown(err) {
+			t.Error("OutcomeUnknown false for an answer cut short")
 		}
 	})
 }

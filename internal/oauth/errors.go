@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -139,6 +140,28 @@ func IssuedToken(err error) (string, bool) {
 		return re.issued.token, true
 	}
 	return "", false
+}
+
+// OutcomeUnknown reports whether a failed call may still have done its
+// work at LINE: the request may have reached LINE and its answer been lost
+// (a timeout, a connection that broke after the request was written) or
+// come back unreadable (a malformed or oversized 2xx). For an issue, LINE
+// may then hold a token the caller can never use or revoke, one of the
+// channel's 30 until it expires. A connection that was never made (the
+// dial failed) sent nothing; LINE's own error answers did nothing.
+func OutcomeUnknown(err error) bool {
+	var re *RequestError
+	if !errors.As(err, &re) {
+		return false
+	}
+	switch re.Kind {
+	case KindMalformed, KindTooLarge:
+		return re.issued == nil // a token it carried is the caller's to revoke
+	case KindTimeout, KindNetwork:
+		var op *net.OpError
+		return !errors.As(err, &op) || op.Op != "dial"
+	}
+	return false
 }
 
 // RequestError kinds; each is also the Cause label of such an error.

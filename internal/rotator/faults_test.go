@@ -1,7 +1,6 @@
 package rotator
 
 import (
-	"context"
 	"crypto/rand"
 	"crypto/rsa"
 	"encoding/json"
@@ -163,6 +162,7 @@ type lineFault struct {
 	name       string
 	cause      string        // oauth.Cause label in metrics and logs
 	slow       bool          // an error retrying cannot fix: retried every ~Slow
+	unknown    bool          // LINE may have issued a token whose answer was lost: retried every ~Slow too, without a fix
 	retryAfter time.Duration // the Retry-After LINE sends, if any
 	timeout    time.Duration // the client's line.timeout; 0: 2s
 	inject     func(t *testing.T, e *faultEnv)
@@ -180,6 +180,10 @@ func lineFaultRows() []lineFault {
 		in, out := onIssue(f)
 		return lineFault{name: name, cause: cause, inject: in, clear: out}
 	}
+	// An answer lost or unreadable: LINE may have issued a token, one of
+	// the channel's 30, so a channel still serving a valid one retries
+	// slowly (errMaybeIssued).
+	unknown := func(r lineFault) lineFault { r.unknown = true; return r }
 	rows := []lineFault{
 		row("500", "http_500", linefake.Fault{Status: 500}),
 		row("502", "http_502", linefake.Fault{Status: 502, Body: "<html>Bad Gateway</html>", ContentType: "text/html"}),
@@ -195,13 +199,14 @@ func lineFaultRows() []lineFault {
 			// real time; the simulator then drops the request unprocessed.
 			r := row("slower than line.timeout", "timeout", linefake.Fault{Delay: 500 * time.Millisecond})
 			r.timeout = 200 * time.Millisecond
+			r.unknown = true
 			return r
 		}(),
-		row("connection reset", "network", linefake.Fault{Drop: true}),
-		row("malformed JSON", "malformed", linefake.Fault{Malformed: true}),
-		row("10 MiB body", "too_large", linefake.Fault{BodySize: 10 << 20}),
-		row("200 text/html", "malformed", linefake.Fault{Status: 200, ContentType: "text/html",
-			Body: "<!DOCTYPE html><html><body><h1>Maintenance</h1></body></html>"}),
+		unknown(row("connection reset", "network", linefake.Fault{Drop: true})),
+		unknown(row("malformed JSON", "malformed", linefake.Fault{Malformed: true})),
+		unknown(row("10 MiB body", "too_large", linefake.Fault{BodySize: 10 << 20})),
+		unknown(row("200 text/html", "malformed", linefake.Fault{Status: 200, ContentType: "text/html",
+			Body: "<!DOCTYPE html><html><body><h1>Maintenance</h1></body></html>"})),
 		func() lineFault {
 			r := row("404 unknown kid", "key_not_found", linefake.Fault{Status: 404,
 				Body: `{"message":"Cannot find channel key that satisfies the conditions"}`})
@@ -224,31 +229,6 @@ func lineFaultRows() []lineFault {
 			},
 		},
 	}
-	// The real thing: someone else issued 29 tokens for the channel, so
-	// with tokend's own it holds LINE's maximum of 30.
-	var extra []string
-	rows = append(rows, lineFault{
-		name: "30-token refusal", cause: "token_limit", slow: true,
-		inject: func(t *testing.T, e *faultEnv) {
-			extra = nil
-			ch := e.chans[0]
-			for range linefake.MaxValidTokens - 1 {
-				a := linefake.Assertion(ch.ID, testKID, sharedKey(t), e.clock.Now(), 30*day)
-				tok, err := e.line.IssueChannelAccessTokenV2_1(context.Background(), a)
-				if err != nil {
-					t.Fatal(err)
-				}
-				extra = append(extra, tok.KeyID)
-			}
-		},
-		clear: func(t *testing.T, e *faultEnv) {
-			for _, kid := range extra {
-				if !e.sim.RevokeKeyID(e.chans[0].ID, kid) {
-					t.Fatalf("could not revoke extra token %s", kid)
-				}
-			}
-		},
-	})
 	return rows
 }
 
@@ -319,12 +299,12 @@ func TestLINEFaults(t *testing.T) {
 				t.Errorf("first attempt at %s, want the rotation time %s", at[0], rotateAt)
 			}
 			for k := 1; k < n; k++ {
-				lo, hi := retryBounds(DefaultRetry, k, tt.slow, tt.retryAfter)
+				lo, hi := retryBounds(DefaultRetry, k, tt.slow || tt.unknown, tt.retryAfter)
 				if gap := at[k].Sub(at[k-1]); gap < lo || gap > hi {
 					t.Errorf("delay after failure %d = %s, want within [%s, %s]", k, gap, lo, hi)
 				}
 			}
-			fewest, most := attemptRange(DefaultRetry, rotateAt, windowEnd, tt.slow, tt.retryAfter)
+			fewest, most := attemptRange(DefaultRetry, rotateAt, windowEnd, tt.slow || tt.unknown, tt.retryAfter)
 			if n < fewest || n > most {
 				t.Errorf("%d issue attempts in the %s window; the policy allows %d..%d", n, faultWindow, fewest, most)
 			}
@@ -353,6 +333,8 @@ func TestLINEFaults(t *testing.T) {
 					t.Errorf("log line cause=%v channel=%v, want %s %s", f["cause"], f["channel"], tt.cause, ch.Name)
 				case tt.slow != (fix != "") || tt.slow != (l.Level == zapcore.ErrorLevel):
 					t.Errorf("log line level %s fix %q: want error level with a fix exactly for errors retrying cannot fix", l.Level, fix)
+				case tt.unknown != strings.Contains(msg, "retrying slowly"):
+					t.Errorf("log line error %q: want it to say the retries are slow exactly when LINE may have issued a token", msg)
 				case strings.Contains(msg, old):
 					t.Error("log line contains the token")
 				default:
@@ -364,7 +346,7 @@ func TestLINEFaults(t *testing.T) {
 			// LINE recovers: a new token before the old one expires, at the
 			// next attempt the policy schedules.
 			tt.clear(t, e)
-			_, hi := retryBounds(DefaultRetry, n, tt.slow, tt.retryAfter)
+			_, hi := retryBounds(DefaultRetry, n, tt.slow || tt.unknown, tt.retryAfter)
 			e.advance(hi+time.Second, nil)
 			got := e.current(0)
 			if got == old || !e.sim.IsValid(got) {

@@ -90,7 +90,7 @@ func Backoff(failures int, base, max time.Duration, rnd float64) time.Duration {
 // err: backoff for errors retrying can fix, never shorter than LINE's
 // Retry-After (capped), and the slow delay for errors it cannot fix.
 func (p Retry) RetryDelay(err error, failures int, rnd float64) time.Duration {
-	if !oauth.IsRetryable(err) && !errors.Is(err, errLocal) {
+	if errors.Is(err, errMaybeIssued) || !oauth.IsRetryable(err) && !errors.Is(err, errLocal) {
 		// Slow, but still jittered so a fleet of misconfigured channels
 		// does not call LINE in lockstep.
 		return time.Duration(float64(p.Slow) * (0.9 + 0.2*rnd))

@@ -31,8 +31,14 @@ type channel struct {
 	// unrecorded is a token LINE issued whose commit failed: never
 	// published, and recorded at the next try instead of asking LINE for
 	// another (each would count against LINE's limit of 30 until it
-	// expired). Lost, like any token not yet committed, if tokend stops.
+	// expired). Revoked if the run ends first (revokeUnrecorded).
 	unrecorded *store.Record
+
+	// atLine is how many valid v2.1 tokens LINE listed for the channel at
+	// its last key-ID listing; maybeIssued counts the issue calls since then
+	// whose outcome is unknown (oauth.OutcomeUnknown): each may have left
+	// one more valid at LINE that tokend can neither use nor revoke.
+	atLine, maybeIssued int
 
 	published  bool // current written to every output
 	hooksDue   bool // a new token awaits its on_rotate hooks
@@ -131,10 +137,10 @@ func (r *Rotator) step(ctx context.Context, c *channel) {
 		r.doReconcile(ctx, c, now)
 		now = r.clock.Now()
 	}
-	if r.needsIssue(c, now) && !now.Before(c.issue.at) {
+	if r.needsIssue(c, now) && !now.Before(c.issue.at) && !r.holdIssue(ctx, c, now) {
 		r.doIssue(ctx, c, now)
-		now = r.clock.Now()
 	}
+	now = r.clock.Now()
 	if c.current != nil && !c.published && !now.Before(c.publishTry.at) && now.Before(c.current.ExpiresAt) {
 		r.publish(c, now)
 	}
@@ -344,8 +350,16 @@ func wakeAttempts(c *channel, now time.Time) bool {
 }
 
 func (r *Rotator) fail(c *channel, a *attempt, now time.Time, msg string, err error) time.Duration {
+	return r.failBy(c, a, now, time.Time{}, msg, err)
+}
+
+// failBy is fail with the retry no later than notAfter, if set.
+func (r *Rotator) failBy(c *channel, a *attempt, now, notAfter time.Time, msg string, err error) time.Duration {
 	a.failures++
 	d := r.o.Retry.RetryDelay(err, a.failures, r.o.Rand())
+	if !notAfter.IsZero() && now.Add(d).After(notAfter) {
+		d = max(notAfter.Sub(now), 0)
+	}
 	a.at = now.Add(d)
 	a.unreachable = unreachable(err)
 	c.lastErr = err.Error()
@@ -532,11 +546,65 @@ func (r *Rotator) applyKeyIDs(c *channel, now time.Time, kids []string) {
 		r.logFor(c).Warn("LINE holds valid tokens tokend does not track (orphans); they count against the limit of 30 until they expire",
 			zap.Strings("orphan_key_ids", orphans), zap.Int("valid_at_line", len(kids)))
 	}
-	if len(kids) >= 25 {
+	c.atLine, c.maybeIssued = len(kids), 0
+	if len(kids) >= nearLimit {
 		r.logFor(c).Error("channel nears LINE's limit of 30 valid v2.1 tokens; at 30 issuing fails",
 			zap.Int("valid_at_line", len(kids)), zap.Int("orphans", len(orphans)),
 			zap.String("fix", "revoke tokens you do not use, or wait for them to expire"))
 	}
+}
+
+// nearLimit is how many valid v2.1 tokens at LINE make a channel near
+// its limit of 30: an error is logged, and a rotation is held (holdIssue).
+const nearLimit = 25
+
+// errMaybeIssued marks an issue that failed with an unknown outcome while
+// the channel still serves a valid v2.1 token with time to spare: LINE may
+// have issued a token whose answer was lost, one of the channel's 30 until
+// it expires, and retrying at the usual pace while answers keep getting
+// lost would use the 30 up (every 5 minutes, the limit in under 3 hours).
+// Such an issue is retried at Retry.Slow, but not after holdUntil.
+var errMaybeIssued = errors.New("LINE may have issued a token whose answer was lost, one of the channel's 30 valid tokens until it expires; retrying slowly while the current token is valid")
+
+// holdUntil is how long a rotation of c may be held back: until half of
+// rotate_before is left of the current token's life, which keeps the
+// other half for the issue to go through.
+func holdUntil(c *channel) time.Time {
+	return c.current.ExpiresAt.Add(-c.cfg.RotateBefore / 2)
+}
+
+// holdIssue holds back the rotation of a v2.1 channel that still serves a
+// valid token with time to spare (holdUntil) while LINE may hold nearLimit
+// or more of its valid tokens: issuing more would leave nothing for the
+// issue that must go through before the token expires, nor for the
+// channel's other consumers. When issues with unknown outcomes may have
+// added to the last listing's count, it lists again first. It reports
+// whether the issue is held; c.issue.at is then when to look again.
+func (r *Rotator) holdIssue(ctx context.Context, c *channel, now time.Time) bool {
+	if c.cfg.Kind != KindV21 || !c.serving(now) || c.current.Kind != KindV21 {
+		return false
+	}
+	until := holdUntil(c)
+	if !now.Before(until) || c.atLine+c.maybeIssued < nearLimit {
+		return false
+	}
+	if c.maybeIssued > 0 {
+		r.doReconcile(ctx, c, now) // counts what the lost answers left
+		now = r.clock.Now()
+		if c.maybeIssued == 0 && c.atLine < nearLimit || ctx.Err() != nil {
+			return ctx.Err() != nil
+		}
+	}
+	c.issue.at = later(c.issue.at, earliest(now.Add(r.o.Retry.Slow), until))
+	c.lastErr = fmt.Sprintf("rotation held until %s: LINE holds %d of the channel's 30 valid v2.1 tokens (%d more may have been issued in answers that were lost)",
+		c.issue.at.UTC().Format(time.RFC3339), c.atLine, c.maybeIssued)
+	c.lastErrAt = now
+	r.refresh(c, now)
+	r.logFor(c).Error("rotation held: the channel nears LINE's limit of 30 valid v2.1 tokens; the current token stays in use",
+		zap.Int("valid_at_line", c.atLine), zap.Int("maybe_issued", c.maybeIssued),
+		zap.Time("retry_at", c.issue.at), zap.Time("rotates_anyway_at", until),
+		zap.String("fix", "revoke tokens you do not use (see orphan key IDs), or wait for them to expire"))
+	return true
 }
 
 // doIssue gets a new token, commits it (superseding the old one), publishes
@@ -576,7 +644,19 @@ func (r *Rotator) doIssue(ctx context.Context, c *channel, now time.Time) {
 			return // shutting down
 		}
 		r.o.Metrics.Rotation(c.cfg.Label(), oauth.Cause(err))
-		r.fail(c, &c.issue, now, "issue token failed", fmt.Errorf("issue %s token: %w", c.cfg.Kind, err))
+		err = fmt.Errorf("issue %s token: %w", c.cfg.Kind, err)
+		var slowUntil time.Time
+		if c.cfg.Kind == KindV21 && oauth.OutcomeUnknown(err) {
+			c.maybeIssued++
+			if c.serving(now) && c.current.Kind == KindV21 && now.Before(holdUntil(c)) {
+				slowUntil = holdUntil(c)
+				err = fmt.Errorf("%w (%w)", err, errMaybeIssued)
+			}
+		}
+		r.failBy(c, &c.issue, now, slowUntil, "issue token failed", err)
+		if !slowUntil.IsZero() {
+			c.issue.unreachable = false // not woken early when LINE answers again
+		}
 		if issued, ok := oauth.IssuedToken(err); ok {
 			r.revokeUnusable(ctx, c, issued)
 		}
