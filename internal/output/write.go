@@ -93,6 +93,9 @@ func WriteFile(path string, data []byte, mode os.FileMode) (changed bool, err er
 	if _, err := f.Write(data); err != nil {
 		return false, fmt.Errorf("output: write %s: %w", path, err)
 	}
+	if uid >= 0 && uid != geteuid() && plantable(dir, uid) {
+		uid, gid = -1, -1 // not an operator's choice to keep
+	}
 	switch {
 	case uid >= 0 && geteuid() == 0:
 		// Re-apply the owner an operator gave the file.
@@ -132,6 +135,26 @@ func WriteFile(path string, data []byte, mode os.FileMode) (changed bool, err er
 		return true, fmt.Errorf("output: write %s: sync directory: %w", path, err)
 	}
 	return true, nil
+}
+
+// plantable reports whether the user uid could have created a file in dir
+// itself: the directory is writable by everyone, by its group (whose
+// members are not looked up here), or by uid as its owner. Such a file's
+// owner and group are not kept: they need not be an operator's (only root
+// can give a file to another user), and may be those of someone who
+// replaced the file to read the next token. A directory that cannot be
+// looked at counts as plantable.
+func plantable(dir string, uid int) bool {
+	if uid == 0 {
+		return false // only root makes root's files
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return true
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	perm := fi.Mode().Perm()
+	return !ok || perm&0o022 != 0 || int(st.Uid) == uid && perm&0o200 != 0
 }
 
 // dirProblem returns what is wrong with dir if anything is (see

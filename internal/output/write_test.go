@@ -165,6 +165,64 @@ func TestWriteFileReappliesOwner(t *testing.T) {
 	checkFile(t, path, "two", 0o640)
 }
 
+// TestWriteFileOwnerPlanted: the old file's owner and group are kept only
+// when that owner could not have made the file itself: in a directory it
+// may write into (writable by everyone, even with the sticky bit; by its
+// group; by it as the directory's owner) the file may have been planted by
+// someone who wants the next token, and the write gives it to tokend's
+// user instead. Elsewhere only root could have given the file its owner.
+func TestWriteFileOwnerPlanted(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("only root can give files to other owners")
+	}
+	for _, tt := range []struct {
+		name     string
+		dirMode  os.FileMode
+		dirOwner int
+		keep     bool
+	}{
+		{"world-writable", 0o777, 0, false},
+		{"world-writable, sticky", 0o777 | os.ModeSticky, 0, false},
+		{"group-writable", 0o770, 0, false},
+		{"the file owner's", 0o755, 1234, false},
+		{"root's", 0o755, 0, true},
+		{"another user's", 0o755, 4321, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "out")
+			if err := os.Mkdir(dir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(dir, tt.dirMode); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chown(dir, tt.dirOwner, 0); err != nil {
+				t.Fatal(err)
+			}
+			path := filepath.Join(dir, "tok")
+			if err := os.WriteFile(path, []byte("planted"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chown(path, 1234, 5678); err != nil {
+				t.Fatal(err)
+			}
+			write(t, path, "tok", 0o600)
+			fi, err := os.Stat(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			st := fi.Sys().(*syscall.Stat_t)
+			if kept := st.Uid == 1234 && st.Gid == 5678; kept != tt.keep {
+				t.Errorf("owner %d:%d after the write; want 1234:5678 kept: %v", st.Uid, st.Gid, tt.keep)
+			}
+			if !tt.keep && st.Uid != 0 {
+				t.Errorf("owner %d; want tokend's user, root", st.Uid)
+			}
+			checkFile(t, path, "tok", 0o600)
+		})
+	}
+}
+
 // TestWriteFileKeepsGroupAsNonRoot: a tokend that is not root cannot give
 // the file back to its owner, but keeps its group (one its user belongs
 // to: here root, which may set any), so readers given the file through its
