@@ -48,6 +48,8 @@ type channel struct {
 	removed    bool
 	orphans    int
 	lastErr    string
+	lastErrOf  *attempt // the operation whose failure lastErr is: cleared when it succeeds
+	lapsed     bool     // the current token's expiry with no replacement was logged
 	lastErrAt  time.Time
 	nextRecon  time.Time
 	next       time.Time
@@ -80,6 +82,17 @@ type attempt struct {
 	failures    int
 	at          time.Time // not before this time
 	unreachable bool      // the last failure: LINE could not be reached (lineBack)
+}
+
+// succeeded resets a once its operation went through, and clears the
+// channel's last error if that operation's failure was it: an output
+// written again, a revocation that goes through, each clears its own error,
+// and no other's.
+func (c *channel) succeeded(a *attempt) {
+	*a = attempt{}
+	if c.lastErrOf == a {
+		c.lastErr, c.lastErrAt, c.lastErrOf = "", time.Time{}, nil
+	}
 }
 
 // snapshot is an immutable view of a channel for lock-free readers.
@@ -125,6 +138,12 @@ func (r *Rotator) step(ctx context.Context, c *channel) {
 	}
 	now := r.clock.Now()
 	r.dropExpired(c, now)
+	if cur := c.current; cur != nil && !now.Before(cur.ExpiresAt) && !c.lapsed {
+		c.lapsed = true
+		r.logFor(c).Error("token expired with no replacement: bots have no valid token for this channel",
+			zap.String("key_id", cur.KeyID), zap.Time("expired_at", cur.ExpiresAt),
+			zap.String("last_error", c.lastErr), zap.Time("next_try", later(now, c.issue.at)))
+	}
 	reconcileDue := c.cfg.Kind != KindStateless && !now.Before(c.nextRecon) && !now.Before(c.reconcile.at)
 	// A channel with nothing to serve gets its token first and reconciles
 	// after publishing it; its issue is urgent and its listing is not, so
@@ -362,7 +381,7 @@ func (r *Rotator) failBy(c *channel, a *attempt, now, notAfter time.Time, msg st
 	}
 	a.at = now.Add(d)
 	a.unreachable = unreachable(err)
-	c.lastErr = err.Error()
+	c.lastErr, c.lastErrOf = err.Error(), a
 	c.lastErrAt = now
 	r.refresh(c, r.clock.Now()) // the status shows the error before the log does
 	fields := []zap.Field{zap.Error(err), zap.String("cause", oauth.Cause(err)), zap.Int("failures", a.failures), zap.Duration("retry_in", d)}
@@ -491,7 +510,7 @@ func (r *Rotator) doReconcile(ctx context.Context, c *channel, now time.Time) {
 			return
 		}
 	}
-	c.reconcile = attempt{}
+	c.succeeded(&c.reconcile)
 	c.nextRecon = now.Add(c.cfg.ReconcileEvery)
 }
 
@@ -598,7 +617,7 @@ func (r *Rotator) holdIssue(ctx context.Context, c *channel, now time.Time) bool
 	c.issue.at = later(c.issue.at, earliest(now.Add(r.o.Retry.Slow), until))
 	c.lastErr = fmt.Sprintf("rotation held until %s: LINE holds %d of the channel's 30 valid v2.1 tokens (%d more may have been issued in answers that were lost)",
 		c.issue.at.UTC().Format(time.RFC3339), c.atLine, c.maybeIssued)
-	c.lastErrAt = now
+	c.lastErrAt, c.lastErrOf = now, &c.issue
 	r.refresh(c, now)
 	r.logFor(c).Error("rotation held: the channel nears LINE's limit of 30 valid v2.1 tokens; the current token stays in use",
 		zap.Int("valid_at_line", c.atLine), zap.Int("maybe_issued", c.maybeIssued),
@@ -719,9 +738,8 @@ func (r *Rotator) record(c *channel, now time.Time, rec store.Record) {
 		c.old = append(c.old, *prev)
 	}
 	c.current = &rec
-	c.gone, c.published, c.hooksDue, c.adopted = false, false, true, false
-	c.issue = attempt{}
-	c.lastErr, c.lastErrAt = "", time.Time{}
+	c.gone, c.published, c.hooksDue, c.adopted, c.lapsed = false, false, true, false, false
+	c.succeeded(&c.issue)
 	r.o.Metrics.Rotation(c.cfg.Label(), "ok")
 	r.logFor(c).Info("token issued",
 		zap.String("kind", rec.Kind), zap.String("key_id", rec.KeyID),
@@ -754,7 +772,7 @@ func (r *Rotator) publish(c *channel, now time.Time) {
 		r.fail(c, &c.publishTry, now, "output write failed", fmt.Errorf("%w: %w", errLocal, err))
 		return
 	}
-	c.publishTry = attempt{}
+	c.succeeded(&c.publishTry)
 	c.published = true
 	if c.adopted && (wrote || cur.HooksDue) {
 		// A token from the store whose hooks the last process did not
@@ -917,7 +935,7 @@ func (r *Rotator) doRevoke(ctx context.Context, c *channel, now time.Time) {
 		if err := r.o.Store.Put(*rec); err != nil {
 			r.logFor(c).Warn("cannot record revocation", zap.String("key_id", rec.KeyID), zap.Error(err))
 		}
-		c.revoke = attempt{}
+		c.succeeded(&c.revoke)
 		r.logFor(c).Info("superseded token revoked", zap.String("key_id", rec.KeyID))
 	}
 }
@@ -1027,7 +1045,13 @@ func (r *Rotator) refresh(c *channel, now time.Time) {
 		},
 		published: c.published,
 	}
-	if cur := c.current; cur != nil && now.Before(cur.ExpiresAt) {
+	if cur := c.current; cur != nil && !now.Before(cur.ExpiresAt) {
+		// Expired with no replacement: said, not served, and the status
+		// still tells which token it was and when the next try is.
+		s.status.KeyID, s.status.IssuedAt, s.status.ExpiresAt = cur.KeyID, cur.IssuedAt, cur.ExpiresAt
+		s.status.NextRotation = later(now, c.issue.at)
+		r.o.Metrics.SetToken(c.cfg.Label(), time.Time{}, c.issue.at)
+	} else if cur != nil {
 		s.token = tokenOf(c.cfg, cur)
 		s.status.KeyID, s.status.IssuedAt, s.status.ExpiresAt = cur.KeyID, cur.IssuedAt, cur.ExpiresAt
 		if cur.Kind == c.cfg.Kind {

@@ -27,8 +27,11 @@ func WriteStatusTable(w io.Writer, st []rotator.ChannelStatus, now time.Time) er
 			label = s.ID
 		}
 		state := "none"
-		if s.Valid {
+		switch {
+		case s.Valid:
 			state = "valid"
+		case !s.ExpiresAt.IsZero():
+			state = "expired" // no replacement yet: LAST ERROR says why
 		}
 		lastErr := "-"
 		if s.LastError != "" {
