@@ -443,7 +443,14 @@ func (c *Client) do(parent context.Context, method, path string, params url.Valu
 			// The status is what matters; an oversized error body is not decoded.
 			data = nil
 		}
-		return decodeAPIError(endpoint, resp.StatusCode, resp.Header, data, time.Now())
+		err := decodeAPIError(endpoint, resp.StatusCode, resp.Header, data, time.Now())
+		var ae *APIError
+		if errors.As(err, &ae) {
+			// LINE's words may quote the request: a server that echoes
+			// it, whole or cut short, would put a credential in logs.
+			ae.Description, ae.Message = redactEcho(ae.Description, params), redactEcho(ae.Message, params)
+		}
+		return err
 	}
 	if out == nil {
 		return nil // a success whose body does not matter (revoke), however long
@@ -510,6 +517,57 @@ func scrub(s string, params url.Values) string {
 		}
 	}
 	return s
+}
+
+// secretParams are the request parameters that carry credentials.
+var secretParams = []string{"client_secret", "client_assertion", "access_token"}
+
+// minEcho is the shortest run of a credential that redactEcho takes out:
+// long enough that LINE's own words never match by chance.
+const minEcho = 12
+
+// redactEcho replaces in s every run of minEcho or more characters that
+// is part of a credential among params (as sent, or as the query encoding
+// spells it) with [redacted]: a whole credential, and a piece of one, as a
+// server that echoes the request and cuts its text short would quote it.
+func redactEcho(s string, params url.Values) string {
+	var secrets []string
+	for _, k := range secretParams {
+		for _, v := range params[k] {
+			if len(v) >= minEcho {
+				secrets = append(secrets, v)
+				if q := url.QueryEscape(v); q != v {
+					secrets = append(secrets, q)
+				}
+			}
+		}
+	}
+	if len(secrets) == 0 || len(s) < minEcho {
+		return s
+	}
+	inSecret := func(run string) bool {
+		for _, v := range secrets {
+			if strings.Contains(v, run) {
+				return true
+			}
+		}
+		return false
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		j := i + minEcho
+		if j > len(s) || !inSecret(s[i:j]) {
+			b.WriteByte(s[i])
+			i++
+			continue
+		}
+		for j < len(s) && inSecret(s[i:j+1]) {
+			j++
+		}
+		b.WriteString("[redacted]")
+		i = j
+	}
+	return b.String()
 }
 
 // describeJSONError says what is wrong with n bytes of JSON without quoting them.

@@ -3,6 +3,7 @@ package oauth
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net"
@@ -132,5 +133,50 @@ func TestHTML404IsNotAMissingKey(t *testing.T) {
 	_, err := c.IssueChannelAccessTokenV2_1(context.Background(), testAssertion)
 	if errors.Is(err, ErrKeyNotFound) || Cause(err) != "http_404" || IsRetryable(err) {
 		t.Errorf("got %v (cause %s)", err, Cause(err))
+	}
+}
+
+// TestAPIErrorEchoRedacted: an error answer whose words quote the request,
+// whole or cut short (LINE's error_description and message are kept in the
+// error's text, capped in length), leaves no run of 12 or more characters
+// of a credential in the error: not the assertion, the channel secret or
+// the token, whole or in part.
+func TestAPIErrorEchoRedacted(t *testing.T) {
+	t.Parallel()
+	c, _ := newTestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = r.ParseForm()
+		var echo []string
+		for k, vs := range r.Form {
+			for _, v := range vs {
+				echo = append(echo, k+"="+v[:min(len(v), 24)]) // cut short
+				if len(v) > 30 {
+					echo = append(echo, k+"~"+v[5:30]) // a piece from inside
+				}
+			}
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusBadRequest)
+		_ = json.NewEncoder(w).Encode(map[string]string{
+			"error": "invalid_request", "error_description": "bad request: " + strings.Join(echo, " "),
+			"message": strings.Join(echo, ","),
+		})
+	}), Options{})
+	for _, op := range operations() {
+		_, err := op.call(context.Background(), c)
+		var ae *APIError
+		if !errors.As(err, &ae) {
+			t.Fatalf("%s: got %v, want an APIError", op.name, err)
+		}
+		text := err.Error()
+		for _, secret := range []string{testAssertion, testSecret, testToken} {
+			for i := 0; i+minEcho <= len(secret); i++ {
+				if run := secret[i : i+minEcho]; strings.Contains(text, run) {
+					t.Fatalf("%s: error %q holds %q, a piece of a credential", op.name, text, run)
+				}
+			}
+		}
+		if !strings.Contains(text, "bad request") {
+			t.Errorf("%s: error %q lost LINE's own words", op.name, text)
+		}
 	}
 }
