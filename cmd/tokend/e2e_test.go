@@ -636,3 +636,27 @@ func TestSIGHUPWhileLoadingTheConfig(t *testing.T) {
 		t.Fatalf("exit %d", code)
 	}
 }
+
+// TestSecondSignalStopsAtOnce: the first SIGINT asks for a clean stop,
+// which waits for the LINE call under way (here one LINE holds for 10 s,
+// up to line.timeout, 2 s); a second ends the process at once, by the
+// signal's default action, as an operator pressing Ctrl-C twice expects.
+func TestSecondSignalStopsAtOnce(t *testing.T) {
+	e := newEnv(t, 1, "")
+	e.sim.SetFault(linefake.EndpointIssueV21, linefake.Fault{Delay: 10 * time.Second})
+	p := e.start(nil, "run")
+	waitFor(t, "an issue call under way", 10*time.Second, func() bool { return e.sim.InFlight() > 0 })
+	if err := p.cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	for p.alive() && time.Since(start) < 1500*time.Millisecond {
+		_ = p.cmd.Process.Signal(syscall.SIGINT)
+		time.Sleep(50 * time.Millisecond)
+	}
+	<-p.done
+	ws, ok := p.cmd.ProcessState.Sys().(syscall.WaitStatus)
+	if !ok || !ws.Signaled() || ws.Signal() != syscall.SIGINT {
+		t.Fatalf("exit status %v after a second SIGINT: want killed by it (the clean stop would have waited for the call)", p.cmd.ProcessState)
+	}
+}
