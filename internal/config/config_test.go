@@ -463,6 +463,9 @@ channels: [{id: "1", ` + v21 + `}, {id: "2", ` + v21 + `}]
 			// One line: the decoder's complaint comes before the validator's.
 			"channels[0].outputs[0].mode: \"0999\": not an octal file mode; write e.g. \"0640\"\n" +
 				"channels[0].outputs[0].format: \"yaml\": must be raw, json or env"},
+		{"output mode writable by others", "channels: [{id: '1', " + v21 + ", outputs: [{path: /t, mode: '0666'}, {path: /u, mode: '0620'}, {path: /v, mode: '0644'}]}]\n",
+			"channels[0].outputs[0].mode: \"0666\": must not let group or others write: the file holds a token, and whoever may write it may hand bots a token of their own; drop the write bits (e.g. \"0640\")\n" +
+				"channels[0].outputs[1].mode: \"0620\": must not let group or others write: the file holds a token, and whoever may write it may hand bots a token of their own; drop the write bits (e.g. \"0640\")"},
 		{"output mode above 0777", "channels: [{id: '1', " + v21 + ", outputs: [{path: /t, mode: 4755}]}]\n",
 			`channels[0].outputs[0].mode: "4755": must be at most 0777 (permission bits only)`},
 		// 239 bytes is the longest name whose temporary file fits 255.

@@ -841,6 +841,10 @@ func (v *validator) output(p string, ro *rawOutput) Output {
 	}
 	if ro.Mode != nil {
 		o.Mode = os.FileMode(*ro.Mode)
+		if o.Mode&0o022 != 0 {
+			v.add(p+".mode", fmt.Sprintf("%04o", uint32(o.Mode)),
+				"must not let group or others write: the file holds a token, and whoever may write it may hand bots a token of their own; drop the write bits (e.g. \"0640\")")
+		}
 	}
 	return o
 }
