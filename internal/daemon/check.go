@@ -99,11 +99,18 @@ func Check(ctx context.Context, cfg *config.Config, online bool, version string)
 
 // checkDir reports a problem with directory dir named by key: missing, not
 // a directory, or not writable. With mayCreate, a missing dir is fine if
-// its parent is a writable directory.
+// its nearest existing ancestor is a writable directory, as the store
+// creates the whole path (store.Open).
 func checkDir(key, dir string, mayCreate bool) error {
 	err := dirProblem(dir)
 	if errors.Is(err, os.ErrNotExist) && mayCreate {
-		if perr := dirProblem(filepath.Dir(dir)); perr != nil {
+		parent := filepath.Dir(dir)
+		perr := dirProblem(parent)
+		for errors.Is(perr, os.ErrNotExist) && filepath.Dir(parent) != parent {
+			parent = filepath.Dir(parent)
+			perr = dirProblem(parent)
+		}
+		if perr != nil {
 			return fmt.Errorf("%s: cannot create %s: %w", key, dir, perr)
 		}
 		return nil

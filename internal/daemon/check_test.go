@@ -206,3 +206,36 @@ func TestCheckOnlineInParallel(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckStateDirAsRunMakesIt: check accepts a state_dir whose missing
+// path run creates (store.Open makes every missing directory), and refuses
+// one under a file or a directory it cannot write, as run would fail.
+func TestCheckStateDirAsRunMakesIt(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		state string
+		ok    bool
+	}{
+		{filepath.Join(dir, "state"), true},
+		{filepath.Join(dir, "new", "deeper", "state"), true},
+		{filepath.Join(file, "state"), false},
+		{filepath.Join(file, "new", "state"), false},
+	} {
+		cfg := &config.Config{StateDir: tt.state}
+		errs := Check(context.Background(), cfg, false, "test")
+		if (len(errs) == 0) != tt.ok {
+			t.Errorf("state_dir %s: check says %v, want ok %v", tt.state, errs, tt.ok)
+		}
+		st, err := store.Open(tt.state)
+		if err == nil {
+			st.Close()
+		}
+		if (err == nil) != tt.ok {
+			t.Errorf("state_dir %s: store.Open says %v, want ok %v: check and run disagree", tt.state, err, tt.ok)
+		}
+	}
+}
