@@ -68,10 +68,10 @@ func TestCheckAndVersionRefuseArguments(t *testing.T) {
 		}
 	}
 	// Without arguments check still works, with the config from either place.
-	if code, out, stderr := e.runCmd("check"); code != 0 || !strings.Contains(out, "ok (1 channels)") {
+	if code, out, stderr := e.runCmd("check"); code != 0 || !strings.Contains(out, "ok (1 channel)") {
 		t.Errorf("check: exit %d\n%s%s", code, out, stderr)
 	}
-	if code, out, stderr := argsRun(t, "", "check", "-config", e.cfg); code != 0 || !strings.Contains(out, "ok (1 channels)") {
+	if code, out, stderr := argsRun(t, "", "check", "-config", e.cfg); code != 0 || !strings.Contains(out, "ok (1 channel)") {
 		t.Errorf("check -config: exit %d\n%s%s", code, out, stderr)
 	}
 	if code, _, stderr := argsRun(t, "", "check", "-config", bad); code != 2 || !strings.Contains(stderr, "state_dir") {

@@ -372,12 +372,13 @@ func TestRunOnceExitCodes(t *testing.T) {
 func TestCheckAndConfigErrors(t *testing.T) {
 	e := newEnv(t, 1, "")
 	code, out, stderr := e.runCmd("check")
-	if code != 0 || !strings.Contains(out, "ok (1 channels)") {
+	if code != 0 || !strings.Contains(out, "ok (1 channel)") {
 		t.Fatalf("check: exit %d\n%s%s", code, out, stderr)
 	}
-	code, _, stderr = e.runCmd("check", "-online")
-	if code != 0 {
-		t.Fatalf("check -online: exit %d\n%s", code, stderr)
+	code, out, stderr = e.runCmd("check", "-online")
+	if code != 0 || !strings.Contains(out, "ok (1 channel; online: LINE listed the valid key IDs of 1 keyed channel") ||
+		!strings.Contains(out, "channel secrets are not checked online") {
+		t.Fatalf("check -online: exit %d\n%s%s", code, out, stderr)
 	}
 	// -online with an unregistered key ID.
 	e.sim.RegisterKey("1700000001", "other", &e2eKey.PublicKey)
