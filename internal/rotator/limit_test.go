@@ -2,7 +2,9 @@ package rotator
 
 import (
 	"context"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -163,5 +165,48 @@ func TestHoldListsBeforeHolding(t *testing.T) {
 	}
 	if n := h.logs.FilterMessageSnippet("rotation held").Len(); n != 0 {
 		t.Errorf("%d log lines say the rotation is held; the listing showed room", n)
+	}
+}
+
+// laggingList leaves out of every key-ID listing the key IDs it was told
+// to hide: a LINE whose list lags its issues.
+type laggingList struct {
+	LINE
+	mu     sync.Mutex
+	hidden map[string]bool
+}
+
+func (l *laggingList) GetChannelAccessTokenKeyIDsV2_1(ctx context.Context, a string) ([]string, error) {
+	kids, err := l.LINE.GetChannelAccessTokenKeyIDsV2_1(ctx, a)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.DeleteFunc(kids, func(k string) bool { return l.hidden[k] }), err
+}
+
+func (l *laggingList) IssueChannelAccessTokenV2_1(ctx context.Context, a string) (*oauth.Token, error) {
+	tok, err := l.LINE.IssueChannelAccessTokenV2_1(ctx, a)
+	if err == nil {
+		l.mu.Lock()
+		l.hidden[tok.KeyID] = true
+		l.mu.Unlock()
+	}
+	return tok, err
+}
+
+// TestFreshTokenNotJudgedByListing: the listing right after a start's
+// issue does not have the new token yet (LINE's list lags): the token is
+// not taken for revoked elsewhere, so no second token is issued. A listing
+// that still lacks it once it is older than listingGrace (the next
+// reconcile, an hour later) does replace it.
+func TestFreshTokenNotJudgedByListing(t *testing.T) {
+	h := newHarness(t, 1, func(_ int, ch *Channel) { ch.Outputs = ch.Outputs[:1] })
+	h.opts.LINE = &laggingList{LINE: h.line, hidden: map[string]bool{}}
+	h.start()
+	if n := h.sim.Count(linefake.EndpointIssueV21); n != 1 || h.sim.Count(linefake.EndpointKeyIDsV21) != 1 {
+		t.Fatalf("%d issues and %d listings at start, want 1 of each", n, h.sim.Count(linefake.EndpointKeyIDsV21))
+	}
+	h.advance(time.Hour+time.Minute, nil)
+	if n := h.sim.Count(linefake.EndpointIssueV21); n != 2 {
+		t.Errorf("%d issues after a listing an hour later still lacked the token, want 2 (it is replaced)", n)
 	}
 }

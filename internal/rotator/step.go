@@ -527,8 +527,11 @@ func (r *Rotator) applyKeyIDs(c *channel, now time.Time, kids []string) {
 	if cur := c.current; cur != nil && cur.Kind == KindV21 {
 		tracked[cur.KeyID] = true
 		// A token issued after LINE built its answer may be missing from
-		// it; only an older one can be judged.
-		if !valid[cur.KeyID] && now.Before(cur.ExpiresAt) && !c.gone {
+		// it, and one issued just before may be too if LINE's list lags
+		// its issues: only one older than listingGrace is judged. Judged
+		// missing at once, each issue would be replaced at its own
+		// listing, one more of the channel's 30 each time.
+		if !valid[cur.KeyID] && now.Before(cur.ExpiresAt) && !c.gone && now.Sub(cur.IssuedAt) >= listingGrace {
 			c.gone = true
 			r.logFor(c).Warn("current token is no longer valid at LINE (revoked elsewhere?); replacing it", zap.String("key_id", cur.KeyID))
 		}
@@ -572,6 +575,10 @@ func (r *Rotator) applyKeyIDs(c *channel, now time.Time, kids []string) {
 			zap.String("fix", "revoke tokens you do not use, or wait for them to expire"))
 	}
 }
+
+// listingGrace is how old a current token must be for a key-ID listing
+// that lacks it to count it revoked (applyKeyIDs).
+const listingGrace = 5 * time.Minute
 
 // nearLimit is how many valid v2.1 tokens at LINE make a channel near
 // its limit of 30: an error is logged, and a rotation is held (holdIssue).
