@@ -573,7 +573,7 @@ func (d *Daemon) reloads(ctx context.Context) error {
 			d.opts.Notify(sddaemon.SdNotifyReloading + "\n" + sddaemon.SdNotifyMonotonicUsec())
 		}
 		if err := d.reload(); err != nil {
-			log.Error("reload rejected; the running configuration stays in force", zap.Error(err))
+			log.Error("reload rejected; the running configuration stays in force", zap.String("config", d.opts.ConfigPath), zap.Error(err))
 		} else {
 			log.Info("configuration reloaded", zap.Int("channels", len(d.cfg.Channels)))
 		}

@@ -287,6 +287,9 @@ channels:
 			t.Fatalf("%s as an output: reload not rejected", tc.name)
 		}
 		msg, _ := rejected[len(rejected)-1].ContextMap()["error"].(string)
+		if cfg, _ := rejected[len(rejected)-1].ContextMap()["config"].(string); cfg == "" {
+			t.Errorf("%s as an output: the rejection does not name the config file", tc.name)
+		}
 		if !strings.Contains(msg, tc.want) || !strings.Contains(msg, "channels[0].outputs[1].path") {
 			t.Errorf("%s as an output: error %q, want it to name channels[0].outputs[1].path and say %q", tc.name, msg, tc.want)
 		}

@@ -171,6 +171,8 @@ func TestRemedy(t *testing.T) {
 			"line.base_url answered 404 without LINE's JSON error: check line.base_url (a wrong path, or a proxy in the way)"},
 		{"another refusal", &oauth.APIError{Endpoint: "POST /oauth2/v2.1/token", StatusCode: 400, Message: "bad"},
 			"LINE refused the request; check this channel's configuration"},
+		{"a redirect", &oauth.APIError{Endpoint: "POST /oauth2/v2.1/token", StatusCode: 302},
+			"line.base_url answered with a redirect, which tokend does not follow: set line.base_url to where it points (http instead of https, a proxy in the way?)"},
 		{"retryable", &oauth.APIError{Endpoint: "POST /oauth2/v2.1/token", StatusCode: 503}, ""},
 	} {
 		if got := remedy(tt.err, c); got != tt.want {

@@ -406,10 +406,18 @@ func remedy(err error, c *channel) string {
 		return ""
 	case notLINE404(err):
 		return "line.base_url answered 404 without LINE's JSON error: check line.base_url (a wrong path, or a proxy in the way)"
+	case redirected(err):
+		return "line.base_url answered with a redirect, which tokend does not follow: set line.base_url to where it points (http instead of https, a proxy in the way?)"
 	case !oauth.IsRetryable(err) && err != nil && !errors.Is(err, context.Canceled):
 		return "LINE refused the request; check this channel's configuration"
 	}
 	return ""
+}
+
+// redirected reports a 3xx answer: LINE's API does not redirect.
+func redirected(err error) bool {
+	var ae *oauth.APIError
+	return errors.As(err, &ae) && ae.StatusCode >= 300 && ae.StatusCode <= 399
 }
 
 // notLINE404 reports a 404 whose body was not LINE's JSON error.
