@@ -97,7 +97,9 @@ func cmdDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	if err := os.MkdirAll(abs, 0o700); err != nil {
-		return fmt.Errorf("dev directory: %w", err)
+		// A file in the way, or a directory that cannot be made: the
+		// flag's value is what to change.
+		return usage("-dir %s: %w", *dir, errors.Unwrap(err))
 	}
 	// Nothing under abs is written before both locks are known to be free:
 	// a second dev on the same directory must not point the first one's

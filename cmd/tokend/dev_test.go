@@ -87,6 +87,14 @@ func TestDevFlagErrorsNameTheFlag(t *testing.T) {
 			t.Errorf("dev %q created %v", tt.args, ents)
 		}
 	}
+	// A file where -dir names a directory.
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "f"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, stderr := argsRun(t, dir, "dev", "-dir", "f"); code != 2 || stderr != "tokend dev: -dir f: not a directory\n" {
+		t.Errorf("dev -dir FILE: exit %d, stderr %q; want exit 2 naming -dir", code, stderr)
+	}
 	// A negative value is refused by the flag parser, with the usage.
 	code, _, stderr := argsRun(t, t.TempDir(), "dev", "-dir", "d", "-revoke-after", "-1s")
 	if code != 2 || !strings.Contains(stderr, `invalid value "-1s" for flag -revoke-after: must not be negative`) {
