@@ -141,7 +141,13 @@ func TestWriteFileReappliesMode(t *testing.T) {
 // root), writes it again and returns its path and owner after that.
 func rewriteOwned(t *testing.T) (string, *syscall.Stat_t) {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "tok")
+	return rewriteOwnedIn(t, t.TempDir())
+}
+
+// rewriteOwnedIn is rewriteOwned in dir.
+func rewriteOwnedIn(t *testing.T, dir string) (string, *syscall.Stat_t) {
+	t.Helper()
+	path := filepath.Join(dir, "tok")
 	write(t, path, "one", 0o640)
 	if err := os.Chown(path, 1234, 5678); err != nil {
 		t.Fatal(err)
@@ -199,26 +205,14 @@ func TestWriteFileOwnerPlanted(t *testing.T) {
 			if err := os.Chown(dir, tt.dirOwner, 0); err != nil {
 				t.Fatal(err)
 			}
-			path := filepath.Join(dir, "tok")
-			if err := os.WriteFile(path, []byte("planted"), 0o600); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.Chown(path, 1234, 5678); err != nil {
-				t.Fatal(err)
-			}
-			write(t, path, "tok", 0o600)
-			fi, err := os.Stat(path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			st := fi.Sys().(*syscall.Stat_t)
+			path, st := rewriteOwnedIn(t, dir)
 			if kept := st.Uid == 1234 && st.Gid == 5678; kept != tt.keep {
 				t.Errorf("owner %d:%d after the write; want 1234:5678 kept: %v", st.Uid, st.Gid, tt.keep)
 			}
 			if !tt.keep && st.Uid != 0 {
 				t.Errorf("owner %d; want tokend's user, root", st.Uid)
 			}
-			checkFile(t, path, "tok", 0o600)
+			checkFile(t, path, "two", 0o640)
 		})
 	}
 }

@@ -41,6 +41,14 @@ func sharedKey(t testing.TB) *rsa.PrivateKey {
 
 const testKID = "c8f1a7e2-0000-4000-8000-000000000001"
 
+// rotatingAt14h gives a test channel a 24 h token rotated at 14 h (10 h
+// before it expires, no jitter) and one output: a rotation that comes soon
+// and leaves time to watch what happens before the token expires.
+func rotatingAt14h(_ int, ch *Channel) {
+	ch.TokenTTL, ch.RotateBefore, ch.Jitter = 24*time.Hour, 10*time.Hour, 0
+	ch.Outputs = ch.Outputs[:1]
+}
+
 // harness runs a Rotator against the simulator over real HTTP, on a fake
 // clock that the test moves from event to event.
 type harness struct {

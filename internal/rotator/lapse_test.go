@@ -20,10 +20,7 @@ import (
 // valid) with the next try and the error, instead of looking like a channel
 // that never had a token; nothing is served. The next token clears it.
 func TestExpiredTokenSaid(t *testing.T) {
-	h := newHarness(t, 1, func(_ int, ch *Channel) {
-		ch.TokenTTL, ch.RotateBefore, ch.Jitter = 24*time.Hour, 10*time.Hour, 0
-		ch.Outputs = ch.Outputs[:1]
-	})
+	h := newHarness(t, 1, rotatingAt14h)
 	h.start()
 	ch := h.chans[0]
 	oldTok, st, _ := h.rot.Token(ch.ID)

@@ -74,11 +74,7 @@ func TestLostAnswersRetrySlowly(t *testing.T) {
 // token that would leave nothing for the issue that must go through. Then
 // it rotates anyway.
 func TestRotationHeldNearLimit(t *testing.T) {
-	h := newHarness(t, 1, func(_ int, ch *Channel) {
-		// Rotation due 14 h after issuance; held until 19 h (5 h left).
-		ch.TokenTTL, ch.RotateBefore, ch.Jitter = 24*time.Hour, 10*time.Hour, 0
-		ch.Outputs = ch.Outputs[:1]
-	})
+	h := newHarness(t, 1, rotatingAt14h) // held until 19 h (5 h left)
 	h.start()
 	ch := h.chans[0]
 	old := h.current(0)
@@ -138,10 +134,7 @@ func (l *lostRequests) IssueChannelAccessTokenV2_1(ctx context.Context, a string
 // a channel lists again before holding, and a listing that shows room
 // (here LINE never saw those requests) lets the retries go on.
 func TestHoldListsBeforeHolding(t *testing.T) {
-	h := newHarness(t, 1, func(_ int, ch *Channel) {
-		ch.TokenTTL, ch.RotateBefore, ch.Jitter, ch.ReconcileEvery = 24*time.Hour, 10*time.Hour, 0, 12*time.Hour
-		ch.Outputs = ch.Outputs[:1]
-	})
+	h := newHarness(t, 1, func(i int, ch *Channel) { rotatingAt14h(i, ch); ch.ReconcileEvery = 12 * time.Hour })
 	lost := &lostRequests{LINE: h.line}
 	h.opts.LINE = lost
 	h.start()
