@@ -2,13 +2,16 @@ package rotator
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/tokend/tokend/internal/oauth"
+	"github.com/tokend/tokend/internal/store"
 )
 
 // heldIssue holds the first issue call made after arm is set until
@@ -141,4 +144,92 @@ func TestStatusDuringReload(t *testing.T) {
 	close(stop)
 	<-done
 	h.stop()
+}
+
+// TestReloadWaitDoesNotHoldTheRotator: while a reload waits for a channel
+// whose step waits on LINE, the watchdog's probe (Responsive) and the
+// rotator's lock stay free: Reload used to wait under r.mu, and in a
+// rotation storm with LINE slow, systemd's watchdog killed tokend.
+func TestReloadWaitDoesNotHoldTheRotator(t *testing.T) {
+	h := newHarness(t, 2, func(_ int, ch *Channel) { ch.Outputs = ch.Outputs[:1] })
+	held := &heldIssue{LINE: h.line, entered: make(chan struct{}), release: make(chan struct{})}
+	h.opts.LINE = held
+	h.start()
+	a := h.chans[0]
+	ca := h.rot.chans[a.ID]
+	ca.mu.Lock()
+	at := h.rot.rotateAt(ca)
+	ca.mu.Unlock()
+	held.armed.Store(true)
+	h.clock.Advance(at.Sub(h.clock.Now()))
+	select {
+	case <-held.entered:
+	case <-time.After(time.Minute): // a hang guard
+		t.Fatal("A's rotation did not reach LINE")
+	}
+	chans := slices.Clone(h.chans)
+	chans[1].Name = "renamed"
+	done := make(chan error, 1)
+	go func() { done <- h.rot.Reload(chans) }()
+	probed := make(chan struct{})
+	go func() {
+		time.Sleep(20 * time.Millisecond) // let the reload reach A
+		h.rot.Responsive()
+		h.rot.mu.Lock()
+		h.rot.mu.Unlock()
+		close(probed)
+	}()
+	select {
+	case <-probed:
+	case <-time.After(5 * time.Second):
+		t.Error("the watchdog's probe and the rotator's lock waited for the reload, which waits for A's LINE call")
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("the reload returned (%v) while A's step still held A", err)
+	default:
+	}
+	close(held.release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	h.chans = chans
+}
+
+// failChannelStore fails Channel for one channel ID.
+type failChannelStore struct {
+	Store
+	id string
+}
+
+func (s failChannelStore) Channel(id string) ([]store.Record, error) {
+	if id == s.id {
+		return nil, errors.New("store: read: input/output error")
+	}
+	return s.Store.Channel(id)
+}
+
+// TestReloadAllOrNothing: a reload whose new channel's records cannot be
+// read fails without changing anything: it used to have removed and
+// renamed channels already when it failed, and the daemon, told the
+// reload was rejected, kept the old config beside a half-new rotator.
+func TestReloadAllOrNothing(t *testing.T) {
+	h := newHarness(t, 2, nil)
+	h.start()
+	added := h.chans[1]
+	added.ID, added.Name = "1699999999", "new-bot"
+	h.rot.o.Store = failChannelStore{Store: h.store, id: added.ID}
+	renamed := h.chans[0]
+	renamed.Name = "renamed"
+	if err := h.rot.Reload([]Channel{renamed, added}); err == nil || !strings.Contains(err.Error(), "new-bot") {
+		t.Fatalf("Reload: %v, want the new channel's store error", err)
+	}
+	var names []string
+	for _, st := range h.rot.Status() {
+		names = append(names, st.Name)
+	}
+	slices.Sort(names)
+	if !slices.Equal(names, []string{"bot-1", "bot-2"}) {
+		t.Errorf("channels after a failed reload: %v, want bot-1 and bot-2 unchanged", names)
+	}
 }

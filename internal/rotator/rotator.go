@@ -109,11 +109,14 @@ type Rotator struct {
 	gate  *gate
 	signs *signPool
 
-	mu      sync.Mutex // guards chans, sched and started
-	chans   map[string]*channel
-	sched   gocron.Scheduler
-	runCtx  atomic.Pointer[context.Context] // Run's; read by steps without mu
-	started bool
+	mu    sync.Mutex // guards chans, sched and started
+	chans map[string]*channel
+	sched gocron.Scheduler
+	// probeSched is sched for Responsive, which does not take r.mu.
+	probeSched atomic.Pointer[gocron.Scheduler]
+	reloading  sync.Mutex                      // serialises Reload
+	runCtx     atomic.Pointer[context.Context] // Run's; read by steps without mu
+	started    bool
 
 	// lookup maps channel IDs and names to channels and their read
 	// slots (read.go); replaced whole on reload so token reads never take
@@ -298,6 +301,7 @@ func (r *Rotator) Run(ctx context.Context) error {
 	}
 	r.mu.Lock()
 	r.sched = sched
+	r.probeSched.Store(&sched)
 	r.runCtx.Store(&ctx)
 	sched.Start()
 	r.mu.Unlock()
@@ -318,6 +322,7 @@ func (r *Rotator) Run(ctx context.Context) error {
 	<-swept
 	r.mu.Lock()
 	r.sched = nil
+	r.probeSched.Store(nil)
 	r.mu.Unlock()
 	err = sched.Shutdown()
 	r.revokeUnrecorded()
@@ -486,12 +491,12 @@ func (r *Rotator) schedule(c *channel, start gocron.OneTimeJobStartAtOption) {
 // every arm does. While either is stuck it does not return (the daemon's
 // watchdog then withholds systemd's ping).
 func (r *Rotator) Responsive() {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.sched != nil {
+	// Not under r.mu, which a reload or a burst of re-arms may hold a
+	// while: the probe asks about the scheduler, not the rotator's lock.
+	if sp := r.probeSched.Load(); sp != nil {
 		// Removing a job that cannot exist is gocron's cheapest round trip
 		// through its scheduler goroutine: it looks the ID up and answers.
-		_ = r.sched.RemoveJob(uuid.Nil)
+		_ = (*sp).RemoveJob(uuid.Nil)
 	}
 }
 
@@ -619,7 +624,14 @@ func (r *Rotator) eachChannel(ctx context.Context, chans []*channel, fn func(*ch
 
 // Reload replaces the channel set: new channels start, removed ones stop
 // (their records stay in the store; nothing is revoked), changed ones keep
-// their current token and republish it under the new settings.
+// their current token and republish it under the new settings. It either
+// applies the whole set or, with an error, changes nothing.
+//
+// It waits for steps under way on the channels it changes without holding
+// r.mu: a step holds its channel for its LINE call, and in a rotation storm
+// with LINE slow that wait is long; under r.mu it held up every step's
+// re-arming, the sweep and the watchdog's probe, and systemd's watchdog
+// killed tokend.
 func (r *Rotator) Reload(channels []Channel) error {
 	next := make(map[string]Channel, len(channels))
 	for _, ch := range channels {
@@ -631,45 +643,56 @@ func (r *Rotator) Reload(channels []Channel) error {
 		}
 		next[ch.ID] = ch
 	}
+	r.reloading.Lock() // the channel set changes only here
+	defer r.reloading.Unlock()
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	now := r.clock.Now()
+	var kept, removed []*channel
 	for id, c := range r.chans {
 		if _, keep := next[id]; keep {
-			continue
+			kept = append(kept, c)
+		} else {
+			removed = append(removed, c)
 		}
-		c.mu.Lock()
+	}
+	var fresh []Channel
+	for id, ch := range next {
+		if _, ok := r.chans[id]; !ok {
+			fresh = append(fresh, ch)
+		}
+	}
+	r.mu.Unlock()
+
+	// The new channels' records come first: a store that cannot give them
+	// fails the reload before anything has changed.
+	added := make([]*channel, 0, len(fresh))
+	for _, ch := range fresh {
+		c, _ := r.newChannel(ch)
+		recs, err := r.o.Store.Channel(ch.ID)
+		if err = r.damaged(err); err != nil && !errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("load records of channel %s: %w", ch.Label(), err)
+		}
+		c.adopt(recs)
+		added = append(added, c)
+	}
+
+	// Every changed channel is locked before any takes its new settings,
+	// so a step under way (a rotation waiting on LINE holds its channel)
+	// ends under the old ones before any channel writes under the new.
+	// Updated one at a time, an output moved from channel A, mid-rotation,
+	// to channel B was written with B's token, then with A's by A's step;
+	// B counted as published and the file kept A's token until B's next
+	// rotation. The settings change under r.mu too, which readers of a
+	// channel's ID and name hold. r.mu comes before a channel's lock, so a
+	// busy channel is waited for with neither held, and then every lock is
+	// tried again (lockAll).
+	locked := append(slices.Clone(kept), removed...)
+	slices.SortFunc(locked, func(a, b *channel) int { return strings.Compare(a.cfg.ID, b.cfg.ID) })
+	r.lockAll(locked)
+	for _, c := range removed {
 		c.removed = true
 		if c.ready {
 			r.readyCount.Add(-1)
 		}
-		c.mu.Unlock()
-		if r.sched != nil && c.jobID != uuid.Nil {
-			_ = r.sched.RemoveJob(c.jobID)
-		}
-		r.o.Metrics.ForgetChannel(c.cfg.Label())
-		delete(r.chans, id)
-		r.logFor(c).Info("channel removed")
-	}
-	// Every kept channel is locked before any takes its new settings, so
-	// a step under way (a rotation waiting on LINE holds its channel) ends
-	// under the old ones before any channel writes under the new. Updated
-	// one at a time, an output moved from channel A, mid-rotation, to
-	// channel B was written with B's token, then with A's by A's step; B
-	// counted as published and the file kept A's token until B's next
-	// rotation. Locked in ID order; no other code holds two channels.
-	var kept []*channel
-	var fresh []Channel // new channels, added after the kept ones
-	for id, ch := range next {
-		if c, ok := r.chans[id]; ok {
-			kept = append(kept, c)
-		} else {
-			fresh = append(fresh, ch)
-		}
-	}
-	slices.SortFunc(kept, func(a, b *channel) int { return strings.Compare(a.cfg.ID, b.cfg.ID) })
-	for _, c := range kept {
-		c.mu.Lock()
 	}
 	for _, c := range kept {
 		ch := next[c.cfg.ID]
@@ -687,20 +710,25 @@ func (r *Rotator) Reload(channels []Channel) error {
 		c.published = false // outputs may have changed; unchanged files are not rewritten
 		c.issue, c.reconcile, c.revoke, c.publishTry = attempt{}, attempt{}, attempt{}, attempt{}
 	}
-	for _, c := range kept {
+	for _, c := range locked {
 		c.mu.Unlock()
+	}
+
+	defer r.mu.Unlock() // taken by lockAll
+	now := r.clock.Now()
+	for _, c := range removed {
+		if r.sched != nil && c.jobID != uuid.Nil {
+			_ = r.sched.RemoveJob(c.jobID)
+		}
+		r.o.Metrics.ForgetChannel(c.cfg.Label())
+		delete(r.chans, c.cfg.ID)
+		r.logFor(c).Info("channel removed")
+	}
+	for _, c := range kept {
 		r.arm(c, time.Time{})
 	}
-	var added []*channel
-	for _, ch := range fresh {
-		c, _ := r.newChannel(ch)
-		recs, err := r.o.Store.Channel(ch.ID)
-		if err = r.damaged(err); err != nil && !errors.Is(err, store.ErrNotFound) {
-			return fmt.Errorf("load records of channel %s: %w", ch.Label(), err)
-		}
-		c.adopt(recs)
-		r.chans[ch.ID] = c
-		added = append(added, c)
+	for _, c := range added {
+		r.chans[c.cfg.ID] = c
 		r.logFor(c).Info("channel added")
 	}
 	r.total.Store(int64(len(r.chans)))
@@ -716,6 +744,33 @@ func (r *Rotator) Reload(channels []Channel) error {
 	}
 	r.noteReady()
 	return nil
+}
+
+// lockAll returns holding r.mu and every channel of cs (in that order).
+// A channel whose step holds it (a step waiting on LINE holds its channel
+// for as long as that takes) is waited for holding nothing, then all are
+// tried again: waiting under r.mu held up every step's re-arming and the
+// sweep for as long as a rotation storm with LINE slow lasted.
+func (r *Rotator) lockAll(cs []*channel) {
+	for {
+		r.mu.Lock()
+		busy := -1
+		for i, c := range cs {
+			if !c.mu.TryLock() {
+				busy = i
+				break
+			}
+		}
+		if busy < 0 {
+			return
+		}
+		for _, c := range cs[:busy] {
+			c.mu.Unlock()
+		}
+		r.mu.Unlock()
+		cs[busy].mu.Lock() // its step ends
+		cs[busy].mu.Unlock()
+	}
 }
 
 // Status returns every channel's status, sorted by label; never a token.
