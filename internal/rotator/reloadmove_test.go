@@ -174,9 +174,7 @@ func TestReloadWaitDoesNotHoldTheRotator(t *testing.T) {
 	probed := make(chan struct{})
 	go func() {
 		time.Sleep(20 * time.Millisecond) // let the reload reach A
-		h.rot.Responsive()
-		h.rot.mu.Lock()
-		h.rot.mu.Unlock()
+		h.rot.Responsive()                // takes the rotator's lock
 		close(probed)
 	}()
 	select {

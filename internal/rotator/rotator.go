@@ -109,14 +109,12 @@ type Rotator struct {
 	gate  *gate
 	signs *signPool
 
-	mu    sync.Mutex // guards chans, sched and started
-	chans map[string]*channel
-	sched gocron.Scheduler
-	// probeSched is sched for Responsive, which does not take r.mu.
-	probeSched atomic.Pointer[gocron.Scheduler]
-	reloading  sync.Mutex                      // serialises Reload
-	runCtx     atomic.Pointer[context.Context] // Run's; read by steps without mu
-	started    bool
+	mu        sync.Mutex // guards chans, sched and started
+	chans     map[string]*channel
+	sched     gocron.Scheduler
+	reloading sync.Mutex                      // serialises Reload
+	runCtx    atomic.Pointer[context.Context] // Run's; read by steps without mu
+	started   bool
 
 	// lookup maps channel IDs and names to channels and their read
 	// slots (read.go); replaced whole on reload so token reads never take
@@ -301,7 +299,6 @@ func (r *Rotator) Run(ctx context.Context) error {
 	}
 	r.mu.Lock()
 	r.sched = sched
-	r.probeSched.Store(&sched)
 	r.runCtx.Store(&ctx)
 	sched.Start()
 	r.mu.Unlock()
@@ -322,7 +319,6 @@ func (r *Rotator) Run(ctx context.Context) error {
 	<-swept
 	r.mu.Lock()
 	r.sched = nil
-	r.probeSched.Store(nil)
 	r.mu.Unlock()
 	err = sched.Shutdown()
 	r.revokeUnrecorded()
@@ -491,12 +487,12 @@ func (r *Rotator) schedule(c *channel, start gocron.OneTimeJobStartAtOption) {
 // every arm does. While either is stuck it does not return (the daemon's
 // watchdog then withholds systemd's ping).
 func (r *Rotator) Responsive() {
-	// Not under r.mu, which a reload or a burst of re-arms may hold a
-	// while: the probe asks about the scheduler, not the rotator's lock.
-	if sp := r.probeSched.Load(); sp != nil {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.sched != nil {
 		// Removing a job that cannot exist is gocron's cheapest round trip
 		// through its scheduler goroutine: it looks the ID up and answers.
-		_ = (*sp).RemoveJob(uuid.Nil)
+		_ = r.sched.RemoveJob(uuid.Nil)
 	}
 }
 
@@ -628,10 +624,10 @@ func (r *Rotator) eachChannel(ctx context.Context, chans []*channel, fn func(*ch
 // applies the whole set or, with an error, changes nothing.
 //
 // It waits for steps under way on the channels it changes without holding
-// r.mu: a step holds its channel for its LINE call, and in a rotation storm
-// with LINE slow that wait is long; under r.mu it held up every step's
-// re-arming, the sweep and the watchdog's probe, and systemd's watchdog
-// killed tokend.
+// r.mu (lockAll): a step holds its channel for its LINE call, and in a
+// rotation storm with LINE slow that wait is long; under r.mu it held up
+// every step's re-arming, the sweep and the watchdog's probe (Responsive
+// takes r.mu), and systemd's watchdog killed tokend.
 func (r *Rotator) Reload(channels []Channel) error {
 	next := make(map[string]Channel, len(channels))
 	for _, ch := range channels {
@@ -768,7 +764,8 @@ func (r *Rotator) lockAll(cs []*channel) {
 			c.mu.Unlock()
 		}
 		r.mu.Unlock()
-		cs[busy].mu.Lock() // its step ends
+		cs[busy].mu.Lock()
+		//lint:ignore SA2001 waiting for the step under way to let go of the channel
 		cs[busy].mu.Unlock()
 	}
 }
