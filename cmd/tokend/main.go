@@ -10,17 +10,24 @@ import (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, cancel := context.WithCancel(context.Background())
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	// The first signal asks for a clean stop, which waits for LINE calls
 	// under way (up to line.timeout) and hooks; a second one ends the
-	// process at once, by the signal's default action. Nothing is lost
-	// that a crash at that instant would not keep: the store and every
-	// output are whole at any instant (README, Crash consistency).
+	// process at once, with the shell's code for that signal (130 for
+	// SIGINT, 143 for SIGTERM). An exit of its own, not the signal's
+	// default action, which does nothing for pid 1 in a container. Nothing
+	// is lost that a crash at that instant would not keep: the store and
+	// every output are whole at any instant (README, Crash consistency).
 	go func() {
-		<-ctx.Done()
-		stop()
+		<-sigs
+		cancel()
+		s := <-sigs
+		os.Exit(128 + int(s.(syscall.Signal)))
 	}()
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
+	signal.Stop(sigs)
+	cancel()
 	os.Exit(code)
 }

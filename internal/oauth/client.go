@@ -9,9 +9,11 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -427,9 +429,21 @@ func (c *Client) do(parent context.Context, method, path string, params url.Valu
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("User-Agent", c.ua)
 
+	// Whether the request went out whole: a call that failed before it
+	// did (no connection, a handshake that timed out) did nothing at
+	// LINE (OutcomeUnknown).
+	var wrote atomic.Bool
+	req = req.WithContext(httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		WroteRequest: func(i httptrace.WroteRequestInfo) { wrote.Store(i.Err == nil) },
+	}))
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return c.transportError(parent, ctx, endpoint, err, params)
+		terr := c.transportError(parent, ctx, endpoint, err, params)
+		var re *RequestError
+		if errors.As(terr, &re) {
+			re.unsent = !wrote.Load()
+		}
+		return terr
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, c.maxBody+1))
@@ -448,6 +462,7 @@ func (c *Client) do(parent context.Context, method, path string, params url.Valu
 		if errors.As(err, &ae) {
 			// LINE's words may quote the request: a server that echoes
 			// it, whole or cut short, would put a credential in logs.
+			ae.Code = redactEcho(ae.Code, params)
 			ae.Description, ae.Message = redactEcho(ae.Description, params), redactEcho(ae.Message, params)
 		}
 		return err

@@ -845,3 +845,29 @@ func TestIssuedTokenNeverPrinted(t *testing.T) {
 		t.Error("IssuedToken of an unrelated error reports a token")
 	}
 }
+
+// TestDialTimeoutOutcomeKnown: a connection that hangs until line.timeout
+// (a firewall that drops packets: the usual outage) sent nothing, so its
+// timeout is not OutcomeUnknown: no token can have been issued, and the
+// rotator keeps retrying at the usual pace, woken when LINE answers again.
+// The timeout's error used to lose the dial it came from.
+func TestDialTimeoutOutcomeKnown(t *testing.T) {
+	t.Parallel()
+	hc := &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			<-ctx.Done()
+			return nil, &net.OpError{Op: "dial", Net: "tcp", Err: ctx.Err()}
+		},
+	}}
+	c, err := NewClient(Options{BaseURL: "http://192.0.2.1", HTTPClient: hc, Timeout: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.IssueChannelAccessTokenV2_1(context.Background(), testAssertion)
+	if Cause(err) != "timeout" {
+		t.Fatalf("got %v, want a timeout", err)
+	}
+	if OutcomeUnknown(err) {
+		t.Error("OutcomeUnknown for a request that never left: a dial that timed out")
+	}
+}

@@ -137,7 +137,7 @@ func TestHTML404IsNotAMissingKey(t *testing.T) {
 }
 
 // TestAPIErrorEchoRedacted: an error answer whose words quote the request,
-// whole or cut short (LINE's error_description and message are kept in the
+// whole or cut short (LINE's error, error_description and message are kept in the
 // error's text, capped in length), leaves no run of 12 or more characters
 // of a credential in the error: not the assertion, the channel secret or
 // the token, whole or in part.
@@ -157,7 +157,7 @@ func TestAPIErrorEchoRedacted(t *testing.T) {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusBadRequest)
 		_ = json.NewEncoder(w).Encode(map[string]string{
-			"error": "invalid_request", "error_description": "bad request: " + strings.Join(echo, " "),
+			"error": "invalid_request " + strings.Join(echo, " "), "error_description": "bad request: " + strings.Join(echo, " "),
 			"message": strings.Join(echo, ","),
 		})
 	}), Options{})

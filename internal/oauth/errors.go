@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -121,6 +120,7 @@ type RequestError struct {
 	Err      error  // the cause; never holds a URL, body or credential
 
 	issued *issuedToken // a malformed issue answer's access token, for IssuedToken
+	unsent bool         // the request was not written whole: LINE did nothing
 }
 
 // issuedToken holds a token outside any text: behind a pointer, not even
@@ -147,8 +147,9 @@ func IssuedToken(err error) (string, bool) {
 // (a timeout, a connection that broke after the request was written) or
 // come back unreadable (a malformed or oversized 2xx). For an issue, LINE
 // may then hold a token the caller can never use or revoke, one of the
-// channel's 30 until it expires. A connection that was never made (the
-// dial failed) sent nothing; LINE's own error answers did nothing.
+// channel's 30 until it expires. A request that was never written whole
+// (no connection, a dial or handshake that timed out) did nothing at LINE;
+// nor did LINE's own error answers.
 func OutcomeUnknown(err error) bool {
 	var re *RequestError
 	if !errors.As(err, &re) {
@@ -158,8 +159,7 @@ func OutcomeUnknown(err error) bool {
 	case KindMalformed, KindTooLarge:
 		return re.issued == nil // a token it carried is the caller's to revoke
 	case KindTimeout, KindNetwork:
-		var op *net.OpError
-		return !errors.As(err, &op) || op.Op != "dial"
+		return !re.unsent
 	}
 	return false
 }

@@ -58,11 +58,14 @@ func TestExpiredTokenSaid(t *testing.T) {
 // when the operation that failed goes through, and not by another's
 // success: an output write that failed is cleared by the write that
 // succeeds, not left until the next issue; a failing revocation is not
-// cleared by an issue that succeeds while it still fails.
+// cleared by an issue that succeeds while it still fails, and is once
+// nothing is left to revoke (the token it could not revoke expired).
 func TestLastErrorClearedByItsOperation(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "late")
 	h := newHarness(t, 1, func(_ int, ch *Channel) {
-		ch.TokenTTL, ch.RotateBefore, ch.RevokeAfter, ch.Jitter = 24*time.Hour, 10*time.Hour, time.Hour, 0
+		// Rotations every 4 h 10 min; each old token's revocation due an
+		// hour after, and failing, retried every 30 minutes.
+		ch.TokenTTL, ch.RotateBefore, ch.RevokeAfter, ch.Jitter = 24*time.Hour, 19*time.Hour+50*time.Minute, time.Hour, 0
 		ch.Outputs = []Output{{Path: filepath.Join(dir, "tok"), Format: "raw", Mode: 0o600}}
 	})
 	h.chans[0].Secret = "not the channel's secret" // revocations fail; v2.1 issues do not need it
@@ -77,14 +80,32 @@ func TestLastErrorClearedByItsOperation(t *testing.T) {
 	if s := h.rot.Status()[0]; s.LastError != "" || !s.Valid {
 		t.Fatalf("last_error %q after the output was written: want it cleared", s.LastError)
 	}
-	// Two rotations (at 14 h and 28 h); the first token's revocations, from
-	// 15 h until it expired at 24 h, failed. Just after the second
-	// rotation, its issue went through; the revocations' error stays.
-	h.advance(28*time.Hour+time.Minute-h.clock.Since(t0), nil)
+	// Rotations at 4:10 and 8:20; the first token's revocation failing
+	// from 5:10, last at 8:10. Just after the second rotation its issue
+	// went through; the revocations' error stays.
+	h.advance(8*time.Hour+21*time.Minute-h.clock.Since(t0), nil)
 	if n := len(h.sim.Tokens(h.chans[0].ID)); n != 3 {
 		t.Fatalf("%d tokens issued, want 3", n)
 	}
 	if s := h.rot.Status()[0]; !strings.Contains(s.LastError, "revoke") {
 		t.Errorf("last_error %q after a successful rotation while revocations fail: want the revocation's error kept", s.LastError)
+	}
+}
+
+// TestRevokeErrorEndsWithTheToken: a revocation's error is cleared once the
+// token it could not revoke has expired and nothing else waits to be
+// revoked; before, it stayed until some later revocation went through,
+// about 21 days with the defaults.
+func TestRevokeErrorEndsWithTheToken(t *testing.T) {
+	h := newHarness(t, 1, func(i int, ch *Channel) { rotatingAt14h(i, ch); ch.RevokeAfter = time.Hour })
+	h.chans[0].Secret = "not the channel's secret"
+	h.start()
+	h.advance(16*time.Hour-h.clock.Since(t0), nil) // rotated at 14 h; revocation failing from 15 h
+	if s := h.rot.Status()[0]; !strings.Contains(s.LastError, "revoke") {
+		t.Fatalf("last_error %q, want the failing revocation's", s.LastError)
+	}
+	h.advance(24*time.Hour+time.Minute-h.clock.Since(t0), nil) // the first token expired at 24 h
+	if s := h.rot.Status()[0]; s.LastError != "" {
+		t.Errorf("last_error %q after the token it could not revoke expired, with nothing else to revoke: want it cleared", s.LastError)
 	}
 }

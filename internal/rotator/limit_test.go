@@ -203,3 +203,36 @@ func TestFreshTokenNotJudgedByListing(t *testing.T) {
 		t.Errorf("%d issues after a listing an hour later still lacked the token, want 2 (it is replaced)", n)
 	}
 }
+
+// TestHoldRecordsAnIssuedToken: a rotation held near LINE's limit still
+// records a token LINE already issued (its commit failed): that costs
+// nothing at LINE, and held, the token stayed unpublished until half of
+// rotate_before was left, counting as one of the 25 that held it.
+func TestHoldRecordsAnIssuedToken(t *testing.T) {
+	h := newHarness(t, 1, rotatingAt14h)
+	ch := h.chans[0]
+	st := &commitFailStore{Store: h.store, id: ch.ID}
+	h.store, h.opts.Store = st, st
+	h.start()
+	for range nearLimit - 2 { // someone else's: 24 valid with tokend's
+		a := linefake.Assertion(ch.ID, testKID, sharedKey(t), h.clock.Now(), 30*day)
+		if _, err := h.line.IssueChannelAccessTokenV2_1(context.Background(), a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, status, _ := h.rot.Token(ch.ID)
+	st.failing.Store(true)
+	h.advance(status.NextRotation.Sub(h.clock.Now())+90*time.Minute, nil) // the rotation's commit fails; a listing sees 25
+	issued := h.sim.Tokens(ch.ID)
+	if len(issued) != nearLimit {
+		t.Fatalf("%d tokens at LINE, want %d", len(issued), nearLimit)
+	}
+	st.failing.Store(false)
+	h.advance(10*time.Minute, nil)
+	if got, want := h.current(0), issued[len(issued)-1].AccessToken; got != want {
+		t.Error("the token LINE issued at the rotation is not recorded and served 10 minutes after the store recovered")
+	}
+	if n := len(h.sim.Tokens(ch.ID)); n != nearLimit {
+		t.Errorf("%d tokens at LINE, want %d: recording the issued token asks LINE for nothing", n, nearLimit)
+	}
+}

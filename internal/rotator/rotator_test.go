@@ -867,6 +867,17 @@ func TestAssertionSignedWhenSent(t *testing.T) {
 			t.Errorf("%s holds no token after the start", h.chans[i].Name)
 		}
 	}
+	// The one that waited is dated from when its call went out, as a
+	// listing judges its age by that (listingGrace).
+	var last time.Time
+	for _, st := range h.rot.Status() {
+		if st.IssuedAt.After(last) {
+			last = st.IssuedAt
+		}
+	}
+	if want := t0.Add(oauth.DefaultAssertionLifetime + time.Minute); last.Before(want) {
+		t.Errorf("the waiting channel's token issued at %s, want from when its call went out, %s", last, want)
+	}
 	if got := h.logCount("issue token failed"); got > 0 {
 		t.Errorf("%d issues failed, want none: %v", got, h.logs.FilterMessage("issue token failed").All()[0].ContextMap())
 	}

@@ -618,6 +618,9 @@ func (r *Rotator) holdIssue(ctx context.Context, c *channel, now time.Time) bool
 	if c.cfg.Kind != KindV21 || !c.serving(now) || c.current.Kind != KindV21 {
 		return false
 	}
+	if u := c.unrecorded; u != nil && now.Before(u.ExpiresAt) {
+		return false // recording a token LINE issued costs nothing at LINE
+	}
 	until := holdUntil(c)
 	if !now.Before(until) || c.atLine+c.maybeIssued < nearLimit {
 		return false
@@ -625,8 +628,8 @@ func (r *Rotator) holdIssue(ctx context.Context, c *channel, now time.Time) bool
 	if c.maybeIssued > 0 {
 		r.doReconcile(ctx, c, now) // counts what the lost answers left
 		now = r.clock.Now()
-		if c.maybeIssued == 0 && c.atLine < nearLimit || ctx.Err() != nil {
-			return ctx.Err() != nil
+		if c.maybeIssued == 0 && c.atLine < nearLimit || !c.serving(now) || ctx.Err() != nil {
+			return ctx.Err() != nil // room, or the token is gone at LINE: issue
 		}
 	}
 	c.issue.at = later(c.issue.at, earliest(now.Add(r.o.Retry.Slow), until))
@@ -651,12 +654,14 @@ func (r *Rotator) doIssue(ctx context.Context, c *channel, now time.Time) {
 	c.unrecorded = nil // expired: it no longer counts at LINE
 	var tok *oauth.Token
 	endpoint := map[string]string{KindV21: "issue_v2.1", KindShortLived: "issue_short", KindStateless: "issue_stateless"}[c.cfg.Kind]
+	sentAt := now // when the call went out, after its wait for a LINE slot
 	err := r.call(ctx, endpoint, !c.serving(now), func(ctx context.Context) error {
+		sentAt = r.clock.Now()
 		var err error
 		switch c.cfg.Kind {
 		case KindV21:
 			var a string
-			if a, err = r.assertion(c, r.clock.Now(), c.cfg.TokenTTL); err == nil {
+			if a, err = r.assertion(c, sentAt, c.cfg.TokenTTL); err == nil {
 				tok, err = r.o.LINE.IssueChannelAccessTokenV2_1(ctx, a)
 			}
 		case KindShortLived:
@@ -664,7 +669,7 @@ func (r *Rotator) doIssue(ctx context.Context, c *channel, now time.Time) {
 		case KindStateless:
 			if c.signer != nil {
 				var a string
-				if a, err = r.assertion(c, r.clock.Now(), 0); err == nil {
+				if a, err = r.assertion(c, sentAt, 0); err == nil {
 					tok, err = r.o.LINE.IssueStatelessTokenByAssertion(ctx, a)
 				}
 			} else {
@@ -708,9 +713,13 @@ func (r *Rotator) doIssue(ctx context.Context, c *channel, now time.Time) {
 		AccessToken: tok.AccessToken,
 		TokenType:   tok.TokenType,
 		KeyID:       tok.KeyID,
-		IssuedAt:    now,
-		ExpiresAt:   now.Add(time.Duration(tok.ExpiresIn) * time.Second),
-		State:       store.StateCurrent,
+		// From when the call went out: LINE's clock starts the token's
+		// life when the call reaches it, no sooner, so the expiry is
+		// never later than LINE's; and a listing judges the token by its
+		// age from then (listingGrace), not from a wait for a LINE slot.
+		IssuedAt:  sentAt,
+		ExpiresAt: sentAt.Add(time.Duration(tok.ExpiresIn) * time.Second),
+		State:     store.StateCurrent,
 	}
 	if rec.TokenType == "" {
 		rec.TokenType = "Bearer"
@@ -1047,6 +1056,15 @@ func (r *Rotator) dropExpired(c *channel, now time.Time) {
 	}
 	if err := r.o.Store.Delete(c.cfg.ID, ids...); err != nil {
 		r.logFor(c).Warn("cannot drop expired token records", zap.Error(err))
+	}
+	if c.lastErrOf == &c.revoke && !slices.ContainsFunc(c.old, func(rec store.Record) bool {
+		_, ok := RevokeAt(rec, rec.Kind, c.cfg.RevokeAfter)
+		return ok && canRevoke(c, rec)
+	}) {
+		// What failed to be revoked has expired, and nothing else is
+		// waiting to be: the error is over, as if the revocation had
+		// gone through.
+		c.succeeded(&c.revoke)
 	}
 }
 
