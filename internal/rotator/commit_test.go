@@ -198,3 +198,30 @@ func TestUnrecordedRevokedAtEnd(t *testing.T) {
 		})
 	}
 }
+
+// TestUnrecordedRevokedAtRemoval: a channel removed by a reload while it
+// holds a token LINE issued whose commit failed has that token revoked:
+// no one would record it any more, and it would count toward the channel's
+// 30 valid tokens until it expired.
+func TestUnrecordedRevokedAtRemoval(t *testing.T) {
+	h := newHarness(t, 2, func(_ int, ch *Channel) { ch.Jitter = 0 })
+	bot1 := h.chans[0]
+	st := &commitFailStore{Store: h.store, id: bot1.ID}
+	st.failing.Store(true)
+	h.store, h.opts.Store = st, st
+	h.start()
+	if n := len(h.sim.ValidKeyIDs(bot1.ID)); n != 1 {
+		t.Fatalf("%d of bot-1's tokens valid at LINE before the reload, want the 1 it could not record", n)
+	}
+	if err := h.rot.Reload(h.chans[1:]); err != nil {
+		t.Fatal(err)
+	}
+	h.chans = h.chans[1:]
+	if n := len(h.sim.ValidKeyIDs(bot1.ID)); n != 0 {
+		t.Errorf("%d of the removed bot-1's tokens valid at LINE after the reload, want 0", n)
+	}
+	const msg = "revoked a token tokend could not record before its channel was removed (its commit failed)"
+	if got := h.logCount(msg); got != 1 {
+		t.Errorf("%d log lines %q, want 1", got, msg)
+	}
+}

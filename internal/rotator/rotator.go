@@ -321,8 +321,8 @@ func (r *Rotator) Run(ctx context.Context) error {
 	r.sched = nil
 	r.mu.Unlock()
 	err = sched.Shutdown()
-	r.revokeUnrecorded()
 	r.hooksWG.Wait()
+	r.revokeUnrecorded() // after the hooks, which take their channels' locks a moment
 	if err != nil {
 		return fmt.Errorf("stop scheduler: %w", err)
 	}
@@ -684,12 +684,18 @@ func (r *Rotator) Reload(channels []Channel) error {
 	locked := append(slices.Clone(kept), removed...)
 	slices.SortFunc(locked, func(a, b *channel) int { return strings.Compare(a.cfg.ID, b.cfg.ID) })
 	r.lockAll(locked)
+	var dropped []dropToken
 	for _, c := range removed {
 		c.removed = true
 		if c.ready {
 			r.readyCount.Add(-1)
 		}
+		if u := c.unrecorded; u != nil && r.clock.Now().Before(u.ExpiresAt) {
+			dropped = append(dropped, dropToken{c, *u})
+			c.unrecorded = nil
+		}
 	}
+	defer r.revokeDropped(dropped) // after r.mu is let go
 	for _, c := range kept {
 		ch := next[c.cfg.ID]
 		nc, _ := r.newChannel(ch)
@@ -740,6 +746,28 @@ func (r *Rotator) Reload(channels []Channel) error {
 	}
 	r.noteReady()
 	return nil
+}
+
+// dropToken is a token LINE issued for a channel a reload removed, whose
+// commit had failed: never published, and no longer anyone's to record.
+type dropToken struct {
+	c   *channel
+	tok store.Record
+}
+
+// revokeDropped revokes such tokens, as revokeUnrecorded does at a stop:
+// each would count toward its channel's 30 until it expired.
+func (r *Rotator) revokeDropped(ds []dropToken) {
+	if len(ds) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), r.o.StopTimeout)
+	defer cancel()
+	for _, d := range ds {
+		d.c.mu.Lock()
+		r.revokeUnpublished(ctx, d.c, d.tok.Kind, d.tok.AccessToken, "a token tokend could not record before its channel was removed (its commit failed)")
+		d.c.mu.Unlock()
+	}
 }
 
 // lockAll returns holding r.mu and every channel of cs (in that order).
