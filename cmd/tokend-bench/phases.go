@@ -581,7 +581,7 @@ func load(ctx context.Context, sock string, clients int, d time.Duration, target
 }
 
 // storm issues every channel a 2-minute token that falls due -storm-lead
-// (10s) after issue (rotate_before 1m50s, no jitter), so every rotation is due
+// (10s) after issue (rotate_before 1m50s, revoke_after 1m, no jitter), so every rotation is due
 // within the cold start's spread, then watches the rotations: LINE's
 // concurrency, completion, and that every output always holds a token
 // LINE considers valid.
@@ -592,7 +592,12 @@ func storm(ctx context.Context, e *env, o options) (stormResult, error) {
 		return res, err
 	}
 	defer s.close()
-	lt := lifetimes{tokenTTL: "2m", rotateBefore: (2*time.Minute - o.stormLead).String(), revokeAfter: "1m", reconcileEvery: "1h", jitter: "0"}
+	// revoke_after at most 10 rotations' worth: tokend refuses lifetimes
+	// that would keep more than 15 of a channel's tokens valid at once
+	// (config.HeldAtOnce), and with a -storm-lead of a few seconds a
+	// minute's grace would.
+	revokeAfter := min(time.Minute, 10*o.stormLead)
+	lt := lifetimes{tokenTTL: "2m", rotateBefore: (2*time.Minute - o.stormLead).String(), revokeAfter: revokeAfter.String(), reconcileEvery: "1h", jitter: "0"}
 	in, err := e.newInstance("storm", s.url, o.logLevel, o.maxInFlight, lt)
 	if err != nil {
 		return res, err
