@@ -432,16 +432,22 @@ func (c *Client) do(parent context.Context, method, path string, params url.Valu
 	// Whether the request went out whole: a call that failed before it
 	// did (no connection, a handshake that timed out) did nothing at
 	// LINE (OutcomeUnknown).
+	// Each attempt starts unwritten: the transport tries a request again
+	// on a new connection when a kept one failed before taking it, and the
+	// new one may never be made.
 	var wrote atomic.Bool
 	req = req.WithContext(httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		GetConn:      func(string) { wrote.Store(false) },
 		WroteRequest: func(i httptrace.WroteRequestInfo) { wrote.Store(i.Err == nil) },
 	}))
 	resp, err := c.hc.Do(req)
 	if err != nil {
+		var op *net.OpError
+		unsent := !wrote.Load() || errors.As(err, &op) && op.Op == "dial"
 		terr := c.transportError(parent, ctx, endpoint, err, params)
 		var re *RequestError
 		if errors.As(terr, &re) {
-			re.unsent = !wrote.Load()
+			re.unsent = unsent
 		}
 		return terr
 	}

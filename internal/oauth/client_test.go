@@ -871,3 +871,58 @@ func TestDialTimeoutOutcomeKnown(t *testing.T) {
 		t.Error("OutcomeUnknown for a request that never left: a dial that timed out")
 	}
 }
+
+// breakConn fails its writes once broken.
+type breakConn struct {
+	net.Conn
+	broken *atomic.Bool
+}
+
+func (c breakConn) Write(p []byte) (int, error) {
+	if c.broken.Load() {
+		return 0, errors.New("write: broken pipe")
+	}
+	return c.Conn.Write(p)
+}
+
+// TestRetriedDialOutcomeKnown: a call whose kept connection fails before
+// taking the request is tried again on a new one; when that one cannot be
+// made, nothing reached LINE, so the outcome is known (not OutcomeUnknown).
+// The first attempt's trace had said the request was written.
+func TestRetriedDialOutcomeKnown(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"kids":["a"]}`)
+	}))
+	t.Cleanup(srv.Close)
+	var broken atomic.Bool
+	var dials atomic.Int64
+	hc := &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			if dials.Add(1) > 1 {
+				return nil, &net.OpError{Op: "dial", Net: network, Err: errors.New("connection refused")}
+			}
+			conn, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return breakConn{conn, &broken}, nil
+		},
+	}}
+	c, err := NewClient(Options{BaseURL: srv.URL, HTTPClient: hc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.GetChannelAccessTokenKeyIDsV2_1(context.Background(), testAssertion); err != nil {
+		t.Fatal(err)
+	}
+	broken.Store(true)
+	_, err = c.IssueChannelAccessTokenV2_1(context.Background(), testAssertion)
+	if err == nil || dials.Load() < 2 {
+		t.Fatalf("err %v after %d dials; want the retry's refused dial", err, dials.Load())
+	}
+	if OutcomeUnknown(err) {
+		t.Errorf("OutcomeUnknown for %v: the request reached no one", err)
+	}
+}

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -230,4 +232,54 @@ func TestReloadAllOrNothing(t *testing.T) {
 	if !slices.Equal(names, []string{"bot-1", "bot-2"}) {
 		t.Errorf("channels after a failed reload: %v, want bot-1 and bot-2 unchanged", names)
 	}
+}
+
+// TestReloadNotStarvedBySteps: a reload goes through while steps keep
+// coming and each holds its channel a moment (a rotation storm, every step
+// waiting its turn for a LINE slot): new steps wait for it. A reload that
+// waited for a moment when no channel was busy was put off for as long as
+// the storm lasted.
+func TestReloadNotStarvedBySteps(t *testing.T) {
+	h := newHarness(t, 8, nil)
+	h.start()
+	h.rot.mu.Lock()
+	chans := slices.Collect(maps.Values(h.rot.chans))
+	h.rot.mu.Unlock()
+	var slot sync.Mutex // one LINE slot for all
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for i, c := range chans {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				h.rot.steps.RLock() // as step does
+				c.mu.Lock()
+				slot.Lock()
+				time.Sleep(2 * time.Millisecond) // the LINE call
+				slot.Unlock()
+				c.mu.Unlock()
+				h.rot.steps.RUnlock()
+				time.Sleep(time.Duration(5+i) * time.Millisecond)
+			}
+		})
+	}
+	defer func() { close(stop); wg.Wait() }()
+	time.Sleep(50 * time.Millisecond) // the storm under way
+	renamed := slices.Clone(h.chans)
+	renamed[0].Name = "renamed"
+	done := make(chan error, 1)
+	go func() { done <- h.rot.Reload(renamed) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the reload did not go through in 5s of steps that keep some channel busy")
+	}
+	h.chans = renamed
 }

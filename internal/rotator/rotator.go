@@ -112,9 +112,15 @@ type Rotator struct {
 	mu        sync.Mutex // guards chans, sched and started
 	chans     map[string]*channel
 	sched     gocron.Scheduler
-	reloading sync.Mutex                      // serialises Reload
-	runCtx    atomic.Pointer[context.Context] // Run's; read by steps without mu
-	started   bool
+	reloading sync.Mutex // serialises Reload
+	// steps is held shared by each step (step, firstToken) for as long as
+	// it holds its channel, and by Reload alone while it changes channels:
+	// a reload waits for the steps under way, holding neither r.mu nor a
+	// channel, and no new step starts meanwhile, so it cannot be put off
+	// for good by a storm of steps that keep some channel busy.
+	steps   sync.RWMutex
+	runCtx  atomic.Pointer[context.Context] // Run's; read by steps without mu
+	started bool
 
 	// lookup maps channel IDs and names to channels and their read
 	// slots (read.go); replaced whole on reload so token reads never take
@@ -623,11 +629,11 @@ func (r *Rotator) eachChannel(ctx context.Context, chans []*channel, fn func(*ch
 // their current token and republish it under the new settings. It either
 // applies the whole set or, with an error, changes nothing.
 //
-// It waits for steps under way on the channels it changes without holding
-// r.mu (lockAll): a step holds its channel for its LINE call, and in a
-// rotation storm with LINE slow that wait is long; under r.mu it held up
-// every step's re-arming, the sweep and the watchdog's probe (Responsive
-// takes r.mu), and systemd's watchdog killed tokend.
+// It waits for the steps under way without holding r.mu (r.steps): a step
+// holds its channel for its LINE call, and in a rotation storm with LINE
+// slow that wait is long; under r.mu it held up every step's re-arming,
+// the sweep and the watchdog's probe (Responsive takes r.mu), and
+// systemd's watchdog killed tokend.
 func (r *Rotator) Reload(channels []Channel) error {
 	next := make(map[string]Channel, len(channels))
 	for _, ch := range channels {
@@ -677,13 +683,19 @@ func (r *Rotator) Reload(channels []Channel) error {
 	// Updated one at a time, an output moved from channel A, mid-rotation,
 	// to channel B was written with B's token, then with A's by A's step;
 	// B counted as published and the file kept A's token until B's next
-	// rotation. The settings change under r.mu too, which readers of a
-	// channel's ID and name hold. r.mu comes before a channel's lock, so a
-	// busy channel is waited for with neither held, and then every lock is
-	// tried again (lockAll).
+	// rotation. The steps under way are waited for first, with neither
+	// r.mu nor any channel held (r.steps): waited for under r.mu, in a
+	// rotation storm with LINE slow, they held up every step's re-arming,
+	// the sweep and the watchdog's probe, and systemd's watchdog killed
+	// tokend. Then no step holds a channel, and each lock below is a
+	// moment's wait at most. Locked in ID order; no other code holds two.
+	r.steps.Lock()
+	r.mu.Lock()
 	locked := append(slices.Clone(kept), removed...)
 	slices.SortFunc(locked, func(a, b *channel) int { return strings.Compare(a.cfg.ID, b.cfg.ID) })
-	r.lockAll(locked)
+	for _, c := range locked {
+		c.mu.Lock()
+	}
 	var dropped []dropToken
 	for _, c := range removed {
 		c.removed = true
@@ -695,7 +707,6 @@ func (r *Rotator) Reload(channels []Channel) error {
 			c.unrecorded = nil
 		}
 	}
-	defer r.revokeDropped(dropped) // after r.mu is let go
 	for _, c := range kept {
 		ch := next[c.cfg.ID]
 		nc, _ := r.newChannel(ch)
@@ -716,7 +727,6 @@ func (r *Rotator) Reload(channels []Channel) error {
 		c.mu.Unlock()
 	}
 
-	defer r.mu.Unlock() // taken by lockAll
 	now := r.clock.Now()
 	for _, c := range removed {
 		if r.sched != nil && c.jobID != uuid.Nil {
@@ -745,6 +755,9 @@ func (r *Rotator) Reload(channels []Channel) error {
 		r.arm(c, time.Time{})
 	}
 	r.noteReady()
+	r.mu.Unlock()
+	r.steps.Unlock()
+	r.revokeDropped(dropped) // LINE calls: with nothing held
 	return nil
 }
 
@@ -766,35 +779,8 @@ func (r *Rotator) revokeDropped(ds []dropToken) {
 	for _, d := range ds {
 		d.c.mu.Lock()
 		r.revokeUnpublished(ctx, d.c, d.tok.Kind, d.tok.AccessToken, "a token tokend could not record before its channel was removed (its commit failed)")
+		r.o.Metrics.ForgetChannel(d.c.cfg.Label()) // the revocation's count brought the series back
 		d.c.mu.Unlock()
-	}
-}
-
-// lockAll returns holding r.mu and every channel of cs (in that order).
-// A channel whose step holds it (a step waiting on LINE holds its channel
-// for as long as that takes) is waited for holding nothing, then all are
-// tried again: waiting under r.mu held up every step's re-arming and the
-// sweep for as long as a rotation storm with LINE slow lasted.
-func (r *Rotator) lockAll(cs []*channel) {
-	for {
-		r.mu.Lock()
-		busy := -1
-		for i, c := range cs {
-			if !c.mu.TryLock() {
-				busy = i
-				break
-			}
-		}
-		if busy < 0 {
-			return
-		}
-		for _, c := range cs[:busy] {
-			c.mu.Unlock()
-		}
-		r.mu.Unlock()
-		cs[busy].mu.Lock()
-		//lint:ignore SA2001 waiting for the step under way to let go of the channel
-		cs[busy].mu.Unlock()
 	}
 }
 

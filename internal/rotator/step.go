@@ -131,6 +131,8 @@ func (c *channel) adopt(recs []store.Record) {
 
 // step does whatever is due for c at the clock's now.
 func (r *Rotator) step(ctx context.Context, c *channel) {
+	r.steps.RLock() // a reload waits for steps under way, and holds back new ones
+	defer r.steps.RUnlock()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.removed {
@@ -180,6 +182,8 @@ func (r *Rotator) step(ctx context.Context, c *channel) {
 // no token to serve and may issue now, it gets one, published, and nothing
 // else is done; the rest of its step comes in the second round.
 func (r *Rotator) firstToken(ctx context.Context, c *channel) {
+	r.steps.RLock()
+	defer r.steps.RUnlock()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := r.clock.Now()
