@@ -11,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+
+	"github.com/tokend/tokend/internal/hooks"
 	"github.com/tokend/tokend/internal/store"
 )
 
@@ -223,5 +226,43 @@ func TestUnrecordedRevokedAtRemoval(t *testing.T) {
 	const msg = "revoked a token tokend could not record before its channel was removed (its commit failed)"
 	if got := h.logCount(msg); got != 1 {
 		t.Errorf("%d log lines %q, want 1", got, msg)
+	}
+}
+
+// TestUnrecordedRevokedBesideHooks: at a stop, a token whose commit failed
+// is revoked while another channel's hook still runs, not after it: a stop
+// waits for the longer of the two, not their sum (the hook may run until
+// it is killed, line.timeout + 5 s after the stop).
+func TestUnrecordedRevokedBesideHooks(t *testing.T) {
+	h := newHarness(t, 2, func(_ int, ch *Channel) { ch.Jitter = 0 })
+	bot1, bot2 := h.chans[0], h.chans[1]
+	h.chans[1].Hooks = []hooks.Spec{{Exec: []string{"/bin/true"}}}
+	st := &commitFailStore{Store: h.store, id: bot1.ID}
+	st.failing.Store(true)
+	h.store, h.opts.Store = st, st
+	h.opts.StopTimeout = 2 * time.Second
+	started := make(chan struct{})
+	var validAtHookEnd atomic.Int64
+	h.opts.Hooks = func(ctx context.Context, _ []hooks.Spec, ev hooks.Event, _ *zap.Logger) error {
+		if ev.ChannelID != bot2.ID {
+			return nil
+		}
+		close(started)
+		<-ctx.Done() // a hook that runs until it is killed
+		validAtHookEnd.Store(int64(len(h.sim.ValidKeyIDs(bot1.ID))))
+		return ctx.Err()
+	}
+	h.run()
+	select {
+	case <-started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("bot-2's hook did not start")
+	}
+	h.stop()
+	if n := validAtHookEnd.Load(); n != 0 {
+		t.Errorf("%d of bot-1's unrecorded tokens still valid at LINE when bot-2's hook was killed: revoked after the hooks, not beside them", n)
+	}
+	if n := len(h.sim.ValidKeyIDs(bot1.ID)); n != 0 {
+		t.Errorf("%d of bot-1's tokens valid at LINE after the stop, want 0", n)
 	}
 }

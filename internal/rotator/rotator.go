@@ -327,8 +327,15 @@ func (r *Rotator) Run(ctx context.Context) error {
 	r.sched = nil
 	r.mu.Unlock()
 	err = sched.Shutdown()
+	// Beside the hooks still running: a stop waits for the longer of the
+	// two, not their sum, within the service manager's stop grace.
+	revoked := make(chan struct{})
+	go func() {
+		defer close(revoked)
+		r.revokeUnrecorded()
+	}()
 	r.hooksWG.Wait()
-	r.revokeUnrecorded() // after the hooks, which take their channels' locks a moment
+	<-revoked
 	if err != nil {
 		return fmt.Errorf("stop scheduler: %w", err)
 	}

@@ -1011,6 +1011,20 @@ func (r *Rotator) revokeUnpublished(ctx context.Context, c *channel, kind, token
 	r.logFor(c).Info("revoked " + what)
 }
 
+// lockWithin locks mu, unless ctx ends first: a channel is held a moment
+// by a hook's bookkeeping, or for good by a step the scheduler's stop gave
+// up on.
+func lockWithin(ctx context.Context, mu *sync.Mutex) bool {
+	for !mu.TryLock() {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	return true
+}
+
 // revokeUnrecorded runs as Run or RunOnce ends, once no step is under way.
 // A token LINE issued whose commit failed (c.unrecorded) lives only in
 // this process and was never published: kept, the next try would have
@@ -1028,7 +1042,7 @@ func (r *Rotator) revokeUnrecorded() {
 	now := r.clock.Now()
 	var wg sync.WaitGroup
 	for _, c := range chans {
-		if !c.mu.TryLock() {
+		if !lockWithin(ctx, &c.mu) {
 			continue // a step still under way (the scheduler's stop timed out) keeps it
 		}
 		u := c.unrecorded
