@@ -2,6 +2,7 @@ package rotator
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -265,4 +266,68 @@ func TestUnrecordedRevokedBesideHooks(t *testing.T) {
 	if n := len(h.sim.ValidKeyIDs(bot1.ID)); n != 0 {
 		t.Errorf("%d of bot-1's tokens valid at LINE after the stop, want 0", n)
 	}
+}
+
+// stuckListing blocks the key-ID listings of channel id, once armed, until
+// release is closed: a step that outlives the scheduler's stop.
+type stuckListing struct {
+	LINE
+	id      string
+	armed   atomic.Bool
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (s *stuckListing) GetChannelAccessTokenKeyIDsV2_1(ctx context.Context, a string) ([]string, error) {
+	if forChannel(a, s.id) && s.armed.CompareAndSwap(true, false) {
+		close(s.entered)
+		<-s.release
+	}
+	return s.LINE.GetChannelAccessTokenKeyIDsV2_1(ctx, a)
+}
+
+// TestUnrecordedRevokedPastAStuckStep: a step still under way when the
+// scheduler's stop gives up (its channel stays locked) does not keep other
+// channels' unrecorded tokens from being revoked: each channel is tried
+// on its own, and a busy one is skipped. Waited for in turn, the stuck one
+// used up the time, and the others' tokens stayed valid at LINE.
+func TestUnrecordedRevokedPastAStuckStep(t *testing.T) {
+	h := newHarness(t, 2, func(_ int, ch *Channel) { ch.Jitter = 0 })
+	bot1, bot2 := h.chans[0], h.chans[1]
+	st := &commitFailStore{Store: h.store, id: bot2.ID}
+	st.failing.Store(true)
+	h.store, h.opts.Store = st, st
+	h.opts.StopTimeout = 500 * time.Millisecond
+	stuck := &stuckListing{LINE: h.line, id: bot1.ID, entered: make(chan struct{}), release: make(chan struct{})}
+	h.opts.LINE = stuck
+	h.start()
+	defer close(stuck.release)
+	stuck.armed.Store(true)
+	h.clock.Advance(bot1.ReconcileEvery) // bot-1's reconcile lists, and sticks
+	select {
+	case <-stuck.entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no listing got stuck")
+	}
+	h.cancel()
+	h.cancel = nil
+	select {
+	case <-h.done: // "stop scheduler: timed out": the stuck step
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return within 10s")
+	}
+	if n := len(h.sim.ValidKeyIDs(bot2.ID)); n != 0 {
+		t.Errorf("%d of bot-2's unrecorded tokens valid at LINE after the stop, want 0", n)
+	}
+}
+
+// forChannel reports whether assertion a is channel id's (its claims name
+// it as the issuer).
+func forChannel(a, id string) bool {
+	parts := strings.Split(a, ".")
+	if len(parts) != 3 {
+		return false
+	}
+	claims, err := base64.RawURLEncoding.DecodeString(parts[1])
+	return err == nil && strings.Contains(string(claims), `"iss":"`+id+`"`)
 }

@@ -320,6 +320,7 @@ func (r *Rotator) Run(ctx context.Context) error {
 	}()
 
 	<-ctx.Done()
+	stopAt := time.Now()
 	defer r.killHooksAfterStop(ctx)()
 	<-started
 	<-swept
@@ -327,19 +328,27 @@ func (r *Rotator) Run(ctx context.Context) error {
 	r.sched = nil
 	r.mu.Unlock()
 	err = sched.Shutdown()
-	// Beside the hooks still running: a stop waits for the longer of the
-	// two, not their sum, within the service manager's stop grace.
-	revoked := make(chan struct{})
-	go func() {
-		defer close(revoked)
-		r.revokeUnrecorded()
-	}()
-	r.hooksWG.Wait()
-	<-revoked
+	// Channels are waited for until StopTimeout after the stop, or a
+	// second if the scheduler's stop used that up (a step still under way
+	// holds its channel).
+	r.endRun(max(time.Until(stopAt.Add(r.o.StopTimeout)), time.Second))
 	if err != nil {
 		return fmt.Errorf("stop scheduler: %w", err)
 	}
 	return nil
+}
+
+// endRun waits for the hooks still running and, beside them, revokes the
+// tokens whose commit failed (revokeUnrecorded): a stop waits for the
+// longer of the two, not their sum, within the service manager's grace.
+func (r *Rotator) endRun(patience time.Duration) {
+	revoked := make(chan struct{})
+	go func() {
+		defer close(revoked)
+		r.revokeUnrecorded(patience)
+	}()
+	r.hooksWG.Wait()
+	<-revoked
 }
 
 // killHooksAfterStop ends the hooks' context StopTimeout after ctx is
@@ -381,9 +390,8 @@ func (r *Rotator) RunOnce(ctx context.Context) error {
 	}
 	release := r.killHooksAfterStop(ctx) // a stop during the pass counts from then
 	r.startPass(ctx, chans, false)
-	r.hooksWG.Wait()
+	r.endRun(r.o.StopTimeout) // every step is over: only hooks hold a channel, a moment
 	release()
-	r.revokeUnrecorded()
 	now := r.clock.Now()
 	var noToken, unwritten []string
 	for _, c := range chans {
@@ -784,10 +792,15 @@ func (r *Rotator) revokeDropped(ds []dropToken) {
 	ctx, cancel := context.WithTimeout(context.Background(), r.o.StopTimeout)
 	defer cancel()
 	for _, d := range ds {
-		d.c.mu.Lock()
+		// Without the channel's lock: a removed channel's settings no
+		// longer change, and its last step's re-arm takes the lock under
+		// r.mu, which a LINE call here must not hold up.
 		r.revokeUnpublished(ctx, d.c, d.tok.Kind, d.tok.AccessToken, "a token tokend could not record before its channel was removed (its commit failed)")
-		r.o.Metrics.ForgetChannel(d.c.cfg.Label()) // the revocation's count brought the series back
-		d.c.mu.Unlock()
+		if _, live := (*r.lookup.Load())[d.c.cfg.Label()]; !live {
+			// The revocation's count brought the series back; not when a
+			// channel the reload added has the same name.
+			r.o.Metrics.ForgetChannel(d.c.cfg.Label())
+		}
 	}
 }
 

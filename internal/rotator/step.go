@@ -1033,27 +1033,31 @@ func lockWithin(ctx context.Context, mu *sync.Mutex) bool {
 // from cron while the store cannot commit. So it is revoked. The run's
 // context has ended: the revocations get StopTimeout to take their turns
 // in the LINE gate, each call then its own timeout.
-func (r *Rotator) revokeUnrecorded() {
+func (r *Rotator) revokeUnrecorded(patience time.Duration) {
 	r.mu.Lock()
 	chans := r.channelList()
 	r.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), r.o.StopTimeout)
 	defer cancel()
+	lockCtx, lockCancel := context.WithTimeout(ctx, patience)
+	defer lockCancel()
 	now := r.clock.Now()
 	var wg sync.WaitGroup
 	for _, c := range chans {
-		if !lockWithin(ctx, &c.mu) {
-			continue // a step still under way (the scheduler's stop timed out) keeps it
-		}
-		u := c.unrecorded
-		c.unrecorded = nil
-		if u == nil || !now.Before(u.ExpiresAt) {
-			c.mu.Unlock()
-			continue
-		}
 		wg.Go(func() {
+			// Each channel on its own, for up to patience: one held by a
+			// step still under way (the scheduler's stop timed out) does
+			// not use up the others' time; one held a moment (a step
+			// ending, a hook's bookkeeping) is waited for.
+			if !lockWithin(lockCtx, &c.mu) {
+				return
+			}
 			defer c.mu.Unlock()
-			r.revokeUnpublished(ctx, c, u.Kind, u.AccessToken, "a token tokend could not record before it stopped (its commit failed)")
+			u := c.unrecorded
+			c.unrecorded = nil
+			if u != nil && now.Before(u.ExpiresAt) {
+				r.revokeUnpublished(ctx, c, u.Kind, u.AccessToken, "a token tokend could not record before it stopped (its commit failed)")
+			}
 		})
 	}
 	wg.Wait()
