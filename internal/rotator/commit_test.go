@@ -28,6 +28,15 @@ type commitFailStore struct {
 	fails   atomic.Int64
 }
 
+// failCommits makes the harness's store fail every commit of channel id
+// from now on, until its failing is cleared.
+func (h *harness) failCommits(id string) *commitFailStore {
+	st := &commitFailStore{Store: h.store, id: id}
+	st.failing.Store(true)
+	h.store, h.opts.Store = st, st
+	return st
+}
+
 func (s *commitFailStore) Put(recs ...store.Record) error {
 	if s.failing.Load() {
 		for _, r := range recs {
@@ -52,9 +61,7 @@ func (s *commitFailStore) Put(recs ...store.Record) error {
 func TestStoreCommitFailure(t *testing.T) {
 	h := newHarness(t, 2, func(_ int, ch *Channel) { ch.Jitter = 0 })
 	bot1 := h.chans[0]
-	st := &commitFailStore{Store: h.store, id: bot1.ID}
-	st.failing.Store(true)
-	h.store, h.opts.Store = st, st
+	st := h.failCommits(bot1.ID)
 	h.start()
 	h.advance(3*time.Hour, nil)
 
@@ -210,9 +217,7 @@ func TestUnrecordedRevokedAtEnd(t *testing.T) {
 func TestUnrecordedRevokedAtRemoval(t *testing.T) {
 	h := newHarness(t, 2, func(_ int, ch *Channel) { ch.Jitter = 0 })
 	bot1 := h.chans[0]
-	st := &commitFailStore{Store: h.store, id: bot1.ID}
-	st.failing.Store(true)
-	h.store, h.opts.Store = st, st
+	h.failCommits(bot1.ID)
 	h.start()
 	if n := len(h.sim.ValidKeyIDs(bot1.ID)); n != 1 {
 		t.Fatalf("%d of bot-1's tokens valid at LINE before the reload, want the 1 it could not record", n)
@@ -238,9 +243,7 @@ func TestUnrecordedRevokedBesideHooks(t *testing.T) {
 	h := newHarness(t, 2, func(_ int, ch *Channel) { ch.Jitter = 0 })
 	bot1, bot2 := h.chans[0], h.chans[1]
 	h.chans[1].Hooks = []hooks.Spec{{Exec: []string{"/bin/true"}}}
-	st := &commitFailStore{Store: h.store, id: bot1.ID}
-	st.failing.Store(true)
-	h.store, h.opts.Store = st, st
+	h.failCommits(bot1.ID)
 	h.opts.StopTimeout = 2 * time.Second
 	started := make(chan struct{})
 	var validAtHookEnd atomic.Int64
@@ -294,9 +297,7 @@ func (s *stuckListing) GetChannelAccessTokenKeyIDsV2_1(ctx context.Context, a st
 func TestUnrecordedRevokedPastAStuckStep(t *testing.T) {
 	h := newHarness(t, 2, func(_ int, ch *Channel) { ch.Jitter = 0 })
 	bot1, bot2 := h.chans[0], h.chans[1]
-	st := &commitFailStore{Store: h.store, id: bot2.ID}
-	st.failing.Store(true)
-	h.store, h.opts.Store = st, st
+	h.failCommits(bot2.ID)
 	h.opts.StopTimeout = 500 * time.Millisecond
 	stuck := &stuckListing{LINE: h.line, id: bot1.ID, entered: make(chan struct{}), release: make(chan struct{})}
 	h.opts.LINE = stuck

@@ -33,6 +33,23 @@ func (h *heldIssue) IssueChannelAccessTokenV2_1(ctx context.Context, a string) (
 	return h.LINE.IssueChannelAccessTokenV2_1(ctx, a)
 }
 
+// rotateIntoHold moves the clock to channel id's rotation and returns once
+// its issue call waits in held.
+func (h *harness) rotateIntoHold(held *heldIssue, id string) {
+	h.t.Helper()
+	c := h.rot.chans[id]
+	c.mu.Lock()
+	at := h.rot.rotateAt(c)
+	c.mu.Unlock()
+	held.armed.Store(true)
+	h.clock.Advance(at.Sub(h.clock.Now()))
+	select {
+	case <-held.entered:
+	case <-time.After(time.Minute): // a hang guard
+		h.t.Fatalf("channel %s's rotation did not reach LINE", id)
+	}
+}
+
 // published reports whether channel id has written its token under its
 // current settings.
 func (h *harness) published(id string) bool {
@@ -66,17 +83,7 @@ func TestReloadMovesOutputMidRotation(t *testing.T) {
 		h.start()
 		a, b := h.chans[0], h.chans[1]
 		x, y := a.Outputs[0].Path, b.Outputs[0].Path
-		ca := h.rot.chans[a.ID]
-		ca.mu.Lock()
-		at := h.rot.rotateAt(ca)
-		ca.mu.Unlock()
-		held.armed.Store(true)
-		h.clock.Advance(at.Sub(h.clock.Now()))
-		select {
-		case <-held.entered:
-		case <-time.After(time.Minute): // a hang guard
-			t.Fatal("A's rotation did not reach LINE")
-		}
+		h.rotateIntoHold(held, a.ID)
 		// Swap the outputs while A's rotation waits on LINE.
 		a.Outputs, b.Outputs = []Output{{Path: y, Format: "raw", Mode: 0o600}}, []Output{{Path: x, Format: "raw", Mode: 0o600}}
 		done := make(chan error, 1)
@@ -157,18 +164,7 @@ func TestReloadWaitDoesNotHoldTheRotator(t *testing.T) {
 	held := &heldIssue{LINE: h.line, entered: make(chan struct{}), release: make(chan struct{})}
 	h.opts.LINE = held
 	h.start()
-	a := h.chans[0]
-	ca := h.rot.chans[a.ID]
-	ca.mu.Lock()
-	at := h.rot.rotateAt(ca)
-	ca.mu.Unlock()
-	held.armed.Store(true)
-	h.clock.Advance(at.Sub(h.clock.Now()))
-	select {
-	case <-held.entered:
-	case <-time.After(time.Minute): // a hang guard
-		t.Fatal("A's rotation did not reach LINE")
-	}
+	h.rotateIntoHold(held, h.chans[0].ID)
 	chans := slices.Clone(h.chans)
 	chans[1].Name = "renamed"
 	done := make(chan error, 1)
