@@ -1025,8 +1025,9 @@ func lockWithin(ctx context.Context, mu *sync.Mutex) bool {
 	return true
 }
 
-// revokeUnrecorded runs as Run or RunOnce ends, once no step is under way.
-// A token LINE issued whose commit failed (c.unrecorded) lives only in
+// revokeUnrecorded runs as Run or RunOnce ends (endRun), once the steps are
+// over or the scheduler's stop gave up on them; patience bounds the wait
+// for a channel's lock. A token LINE issued whose commit failed (c.unrecorded) lives only in
 // this process and was never published: kept, the next try would have
 // recorded it, but a process that ends loses it, and it would count toward
 // its channel's 30 valid tokens until it expired, one more at each run
