@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/tokend/tokend/internal/hooks"
+	"github.com/tokend/tokend/internal/metrics"
 	"github.com/tokend/tokend/internal/store"
 )
 
@@ -331,4 +332,68 @@ func forChannel(a, id string) bool {
 	}
 	claims, err := base64.RawURLEncoding.DecodeString(parts[1])
 	return err == nil && strings.Contains(string(claims), `"iss":"`+id+`"`)
+}
+
+// TestStopWithinItsGrace: a stop with a step stuck past the scheduler's
+// stop, holding the only LINE slot, and an unrecorded token to revoke ends
+// about StopTimeout after the signal (plus a second at most for the
+// revocations), not twice StopTimeout: the revocations' deadline counts
+// from the stop, and their LINE calls end with it. With the defaults that
+// was 15 + 15 s and more, past systemd's 30 s grace.
+func TestStopWithinItsGrace(t *testing.T) {
+	h := newHarness(t, 2, func(_ int, ch *Channel) { ch.Jitter = 0 })
+	bot1, bot2 := h.chans[0], h.chans[1]
+	h.failCommits(bot2.ID)
+	h.opts.MaxInFlight = 1
+	h.opts.StopTimeout = 3 * time.Second
+	stuck := &stuckListing{LINE: h.line, id: bot1.ID, entered: make(chan struct{}), release: make(chan struct{})}
+	h.opts.LINE = stuck
+	h.start()
+	defer close(stuck.release)
+	stuck.armed.Store(true)
+	h.clock.Advance(bot1.ReconcileEvery)
+	select {
+	case <-stuck.entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no listing got stuck")
+	}
+	stopAt := time.Now()
+	h.cancel()
+	h.cancel = nil
+	select {
+	case <-h.done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("Run did not return within 20s")
+	}
+	if d := time.Since(stopAt); d > h.opts.StopTimeout+2*time.Second {
+		t.Errorf("the stop took %s; want about StopTimeout (%s) and a second at most", d.Round(10*time.Millisecond), h.opts.StopTimeout)
+	}
+}
+
+// TestRemovedChannelMetricsForgotten: the revocation of a removed channel's
+// unrecorded token counts in a series under its label, which is then
+// forgotten, also when a channel the reload adds has that label as its ID
+// (the lookup holds IDs and names alike; only a channel with the same
+// label keeps the series).
+func TestRemovedChannelMetricsForgotten(t *testing.T) {
+	h := newHarness(t, 1, func(_ int, ch *Channel) { ch.Jitter = 0; ch.Name = "1699999999" })
+	m := metrics.New()
+	h.opts.Metrics = m
+	old := h.chans[0]
+	h.failCommits(old.ID)
+	h.start()
+	added := old
+	added.ID, added.Name = "1699999999", "new-bot"
+	h.sim.AddChannel(added.ID, added.Secret)
+	h.sim.RegisterKey(added.ID, testKID, &sharedKey(t).PublicKey)
+	if err := h.rot.Reload([]Channel{added}); err != nil {
+		t.Fatal(err)
+	}
+	h.chans = []Channel{added}
+	if len(h.sim.ValidKeyIDs(old.ID)) != 0 {
+		t.Fatal("the removed channel's unrecorded token is still valid at LINE")
+	}
+	if got := series(t, m.Registry(), "tokend_revocations_total", map[string]string{"channel": old.Label()}); len(got) != 0 {
+		t.Errorf("tokend_revocations_total{channel=%q} = %v after the channel was removed, want no series", old.Label(), got)
+	}
 }

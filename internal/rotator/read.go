@@ -45,6 +45,15 @@ type readEntry struct {
 // (a lock Status does not take: a step holds it through a LINE call).
 type ident struct{ ID, Name, Kind string }
 
+// identLabel is the label (Channel.Label) of the channel id names: its
+// name, else its ID.
+func identLabel(id *ident) string {
+	if id.Name != "" {
+		return id.Name
+	}
+	return id.ID
+}
+
 // rebuildLookup replaces the lookup map with one for the current channels;
 // r.mu must be held, or r not yet shared.
 func (r *Rotator) rebuildLookup() {

@@ -328,10 +328,7 @@ func (r *Rotator) Run(ctx context.Context) error {
 	r.sched = nil
 	r.mu.Unlock()
 	err = sched.Shutdown()
-	// Channels are waited for until StopTimeout after the stop, or a
-	// second if the scheduler's stop used that up (a step still under way
-	// holds its channel).
-	r.endRun(max(time.Until(stopAt.Add(r.o.StopTimeout)), time.Second))
+	r.endRun(stopAt.Add(r.o.StopTimeout))
 	if err != nil {
 		return fmt.Errorf("stop scheduler: %w", err)
 	}
@@ -341,11 +338,11 @@ func (r *Rotator) Run(ctx context.Context) error {
 // endRun waits for the hooks still running and, beside them, revokes the
 // tokens whose commit failed (revokeUnrecorded): a stop waits for the
 // longer of the two, not their sum, within the service manager's grace.
-func (r *Rotator) endRun(patience time.Duration) {
+func (r *Rotator) endRun(deadline time.Time) {
 	revoked := make(chan struct{})
 	go func() {
 		defer close(revoked)
-		r.revokeUnrecorded(patience)
+		r.revokeUnrecorded(deadline)
 	}()
 	r.hooksWG.Wait()
 	<-revoked
@@ -390,7 +387,7 @@ func (r *Rotator) RunOnce(ctx context.Context) error {
 	}
 	release := r.killHooksAfterStop(ctx) // a stop during the pass counts from then
 	r.startPass(ctx, chans, false)
-	r.endRun(r.o.StopTimeout) // every step is over: only hooks hold a channel, a moment
+	r.endRun(time.Now().Add(r.o.StopTimeout))
 	release()
 	now := r.clock.Now()
 	var noToken, unwritten []string
@@ -791,12 +788,15 @@ func (r *Rotator) revokeDropped(ds []dropToken) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), r.o.StopTimeout)
 	defer cancel()
+	ctx = cancelCalls(ctx)
+	m := *r.lookup.Load()
 	for _, d := range ds {
 		// Without the channel's lock: a removed channel's settings no
 		// longer change, and its last step's re-arm takes the lock under
 		// r.mu, which a LINE call here must not hold up.
 		r.revokeUnpublished(ctx, d.c, d.tok.Kind, d.tok.AccessToken, "a token tokend could not record before its channel was removed (its commit failed)")
-		if _, live := (*r.lookup.Load())[d.c.cfg.Label()]; !live {
+		label := d.c.cfg.Label()
+		if e, ok := m[label]; !ok || identLabel(e.ident) != label {
 			// The revocation's count brought the series back; not when a
 			// channel the reload added has the same name.
 			r.o.Metrics.ForgetChannel(d.c.cfg.Label())

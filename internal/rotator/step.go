@@ -250,6 +250,16 @@ func later(a, b time.Time) time.Time {
 	return a
 }
 
+// cancelCallsKey marks a context whose end also cancels the LINE calls
+// made under it (cancelCalls): revocations at a stop, which issue nothing
+// that could be lost, and must not outlast the service manager's grace.
+type cancelCallsKey struct{}
+
+// cancelCalls returns ctx with its LINE calls cancelled when it ends.
+func cancelCalls(ctx context.Context) context.Context {
+	return context.WithValue(ctx, cancelCallsKey{}, true)
+}
+
 // call makes one LINE call within the in-flight bound; urgent calls get a
 // channel with nothing to serve its token and wait ahead of the others. A
 // call already under way is allowed to finish (within the client's own
@@ -263,8 +273,12 @@ func (r *Rotator) call(ctx context.Context, endpoint string, urgent bool, fn fun
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	callCtx := ctx
+	if ctx.Value(cancelCallsKey{}) == nil {
+		callCtx = context.WithoutCancel(ctx)
+	}
 	start := time.Now()
-	err := fn(context.WithoutCancel(ctx))
+	err := fn(callCtx)
 	r.o.Metrics.LINERequest(endpoint, oauth.Cause(err), time.Since(start))
 	switch {
 	case err == nil:
@@ -1026,31 +1040,31 @@ func lockWithin(ctx context.Context, mu *sync.Mutex) bool {
 }
 
 // revokeUnrecorded runs as Run or RunOnce ends (endRun), once the steps are
-// over or the scheduler's stop gave up on them; patience bounds the wait
-// for a channel's lock. A token LINE issued whose commit failed (c.unrecorded) lives only in
+// over or the scheduler's stop gave up on them. Everything it does, the
+// wait for a channel's lock, for a LINE slot and the call itself, ends at
+// deadline (StopTimeout after the stop; at least a second from now), within
+// the service manager's stop grace. A token LINE issued whose commit failed (c.unrecorded) lives only in
 // this process and was never published: kept, the next try would have
 // recorded it, but a process that ends loses it, and it would count toward
 // its channel's 30 valid tokens until it expired, one more at each run
 // from cron while the store cannot commit. So it is revoked. The run's
-// context has ended: the revocations get StopTimeout to take their turns
-// in the LINE gate, each call then its own timeout.
-func (r *Rotator) revokeUnrecorded(patience time.Duration) {
+// context has ended.
+func (r *Rotator) revokeUnrecorded(deadline time.Time) {
 	r.mu.Lock()
 	chans := r.channelList()
 	r.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), r.o.StopTimeout)
+	ctx, cancel := context.WithDeadline(context.Background(), later(deadline, time.Now().Add(time.Second)))
 	defer cancel()
-	lockCtx, lockCancel := context.WithTimeout(ctx, patience)
-	defer lockCancel()
+	ctx = cancelCalls(ctx)
 	now := r.clock.Now()
 	var wg sync.WaitGroup
 	for _, c := range chans {
 		wg.Go(func() {
-			// Each channel on its own, for up to patience: one held by a
+			// Each channel on its own, until the deadline: one held by a
 			// step still under way (the scheduler's stop timed out) does
 			// not use up the others' time; one held a moment (a step
 			// ending, a hook's bookkeeping) is waited for.
-			if !lockWithin(lockCtx, &c.mu) {
+			if !lockWithin(ctx, &c.mu) {
 				return
 			}
 			defer c.mu.Unlock()
