@@ -296,14 +296,27 @@ func (s *stuckListing) GetChannelAccessTokenKeyIDsV2_1(ctx context.Context, a st
 // on its own, and a busy one is skipped. Waited for in turn, the stuck one
 // used up the time, and the others' tokens stayed valid at LINE.
 func TestUnrecordedRevokedPastAStuckStep(t *testing.T) {
+	h, _ := stopPastAStuckStep(t, func(h *harness) { h.opts.StopTimeout = 500 * time.Millisecond })
+	if n := len(h.sim.ValidKeyIDs(h.chans[1].ID)); n != 0 {
+		t.Errorf("%d of bot-2's unrecorded tokens valid at LINE after the stop, want 0", n)
+	}
+}
+
+// stopPastAStuckStep runs two channels, bot-2's commits failing (it holds
+// an unrecorded token), with set applied to the options; sticks bot-1's next
+// reconcile in its key-ID listing; stops the rotator; and returns once Run
+// has (with "stop scheduler: timed out", the stuck step), and how long the
+// stop took.
+func stopPastAStuckStep(t *testing.T, set func(*harness)) (*harness, time.Duration) {
+	t.Helper()
 	h := newHarness(t, 2, func(_ int, ch *Channel) { ch.Jitter = 0 })
 	bot1, bot2 := h.chans[0], h.chans[1]
 	h.failCommits(bot2.ID)
-	h.opts.StopTimeout = 500 * time.Millisecond
+	set(h)
 	stuck := &stuckListing{LINE: h.line, id: bot1.ID, entered: make(chan struct{}), release: make(chan struct{})}
 	h.opts.LINE = stuck
 	h.start()
-	defer close(stuck.release)
+	t.Cleanup(func() { close(stuck.release) })
 	stuck.armed.Store(true)
 	h.clock.Advance(bot1.ReconcileEvery) // bot-1's reconcile lists, and sticks
 	select {
@@ -311,16 +324,15 @@ func TestUnrecordedRevokedPastAStuckStep(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("no listing got stuck")
 	}
+	stopAt := time.Now()
 	h.cancel()
 	h.cancel = nil
 	select {
-	case <-h.done: // "stop scheduler: timed out": the stuck step
-	case <-time.After(10 * time.Second):
-		t.Fatal("Run did not return within 10s")
+	case <-h.done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("Run did not return within 20s")
 	}
-	if n := len(h.sim.ValidKeyIDs(bot2.ID)); n != 0 {
-		t.Errorf("%d of bot-2's unrecorded tokens valid at LINE after the stop, want 0", n)
-	}
+	return h, time.Since(stopAt)
 }
 
 // forChannel reports whether assertion a is channel id's (its claims name
@@ -341,32 +353,10 @@ func forChannel(a, id string) bool {
 // from the stop, and their LINE calls end with it. With the defaults that
 // was 15 + 15 s and more, past systemd's 30 s grace.
 func TestStopWithinItsGrace(t *testing.T) {
-	h := newHarness(t, 2, func(_ int, ch *Channel) { ch.Jitter = 0 })
-	bot1, bot2 := h.chans[0], h.chans[1]
-	h.failCommits(bot2.ID)
-	h.opts.MaxInFlight = 1
-	h.opts.StopTimeout = 3 * time.Second
-	stuck := &stuckListing{LINE: h.line, id: bot1.ID, entered: make(chan struct{}), release: make(chan struct{})}
-	h.opts.LINE = stuck
-	h.start()
-	defer close(stuck.release)
-	stuck.armed.Store(true)
-	h.clock.Advance(bot1.ReconcileEvery)
-	select {
-	case <-stuck.entered:
-	case <-time.After(10 * time.Second):
-		t.Fatal("no listing got stuck")
-	}
-	stopAt := time.Now()
-	h.cancel()
-	h.cancel = nil
-	select {
-	case <-h.done:
-	case <-time.After(20 * time.Second):
-		t.Fatal("Run did not return within 20s")
-	}
-	if d := time.Since(stopAt); d > h.opts.StopTimeout+2*time.Second {
-		t.Errorf("the stop took %s; want about StopTimeout (%s) and a second at most", d.Round(10*time.Millisecond), h.opts.StopTimeout)
+	const stopTimeout = 3 * time.Second
+	_, d := stopPastAStuckStep(t, func(h *harness) { h.opts.MaxInFlight, h.opts.StopTimeout = 1, stopTimeout })
+	if d > stopTimeout+2*time.Second {
+		t.Errorf("the stop took %s; want about StopTimeout (%s) and a second at most", d.Round(10*time.Millisecond), stopTimeout)
 	}
 }
 

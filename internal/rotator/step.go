@@ -84,6 +84,12 @@ type attempt struct {
 	unreachable bool      // the last failure: LINE could not be reached (lineBack)
 }
 
+// failed makes msg, at now, the channel's last error, that of a's
+// operation (succeeded clears it).
+func (c *channel) failed(a *attempt, msg string, now time.Time) {
+	c.lastErr, c.lastErrAt, c.lastErrOf = msg, now, a
+}
+
 // succeeded resets a once its operation went through, and clears the
 // channel's last error if that operation's failure was it: an output
 // written again, a revocation that goes through, each clears its own error,
@@ -399,8 +405,7 @@ func (r *Rotator) failBy(c *channel, a *attempt, now, notAfter time.Time, msg st
 	}
 	a.at = now.Add(d)
 	a.unreachable = unreachable(err)
-	c.lastErr, c.lastErrOf = err.Error(), a
-	c.lastErrAt = now
+	c.failed(a, err.Error(), now)
 	r.refresh(c, r.clock.Now()) // the status shows the error before the log does
 	fields := []zap.Field{zap.Error(err), zap.String("cause", oauth.Cause(err)), zap.Int("failures", a.failures), zap.Duration("retry_in", d)}
 	if fix := remedy(err, c); fix != "" {
@@ -651,9 +656,8 @@ func (r *Rotator) holdIssue(ctx context.Context, c *channel, now time.Time) bool
 		}
 	}
 	c.issue.at = later(c.issue.at, earliest(now.Add(r.o.Retry.Slow), until))
-	c.lastErr = fmt.Sprintf("rotation held until %s: LINE holds %d of the channel's 30 valid v2.1 tokens (%d more may have been issued in answers that were lost)",
-		c.issue.at.UTC().Format(time.RFC3339), c.atLine, c.maybeIssued)
-	c.lastErrAt, c.lastErrOf = now, &c.issue
+	c.failed(&c.issue, fmt.Sprintf("rotation held until %s: LINE holds %d of the channel's 30 valid v2.1 tokens (%d more may have been issued in answers that were lost)",
+		c.issue.at.UTC().Format(time.RFC3339), c.atLine, c.maybeIssued), now)
 	r.refresh(c, now)
 	r.logFor(c).Error("rotation held: the channel nears LINE's limit of 30 valid v2.1 tokens; the current token stays in use",
 		zap.Int("valid_at_line", c.atLine), zap.Int("maybe_issued", c.maybeIssued),
