@@ -513,8 +513,10 @@ func (c *Client) transportError(parent, ctx context.Context, endpoint string, er
 	}
 	// The rest may still quote what the server sent back ("malformed
 	// HTTP status code ..."), and a server that echoes the request (a
-	// wrong port, a broken proxy) sends back the query too.
-	if msg := scrub(err.Error(), params); msg != err.Error() {
+	// wrong port, a broken proxy) sends back the query too, whole or cut
+	// short: every value sent, and every piece of a credential
+	// (redactEcho, as for LINE's own error words).
+	if msg := redactEcho(scrub(err.Error(), params), params); msg != err.Error() {
 		err = errors.New(msg)
 	}
 	if timeout {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 )
@@ -16,6 +17,17 @@ import (
 // read, as a server on a wrong port, or a broken proxy, may: net/http then
 // quotes them in its error ("malformed HTTP status code ...").
 func echoServer(t *testing.T) string {
+	t.Helper()
+	return echoServerWith(t, func(req *http.Request, body []byte) string {
+		// The request line first, as the client sent it, then the body.
+		return req.Method + " " + req.URL.RequestURI() + " " + req.Proto + "\r\n" +
+			"Content-Length: " + string(body) + "\r\n\r\n"
+	})
+}
+
+// echoServerWith answers every connection with what answer makes of the
+// request it read.
+func echoServerWith(t *testing.T, answer func(req *http.Request, body []byte) string) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -35,9 +47,7 @@ func echoServer(t *testing.T) string {
 					return
 				}
 				body, _ := io.ReadAll(req.Body)
-				// The request line first, as the client sent it, then the body.
-				_, _ = io.WriteString(conn, req.Method+" "+req.URL.RequestURI()+" "+req.Proto+"\r\n")
-				_, _ = io.WriteString(conn, "Content-Length: "+string(body)+"\r\n\r\n")
+				_, _ = io.WriteString(conn, answer(req, body))
 			}()
 		}
 	}()
@@ -74,6 +84,47 @@ func TestEchoedRequestLeaksNothing(t *testing.T) {
 				t.Errorf("error text %q does not say the answer was not HTTP", text)
 			}
 		})
+	}
+}
+
+// TestEchoedPiecesLeakNothing: a server that echoes pieces of the request
+// (each value cut short at both ends) puts no run of 12 or more characters
+// of a credential in the error: scrub takes out whole values only.
+func TestEchoedPiecesLeakNothing(t *testing.T) {
+	t.Parallel()
+	base := echoServerWith(t, func(req *http.Request, body []byte) string {
+		vals, _ := url.ParseQuery(req.URL.RawQuery + "&" + string(body))
+		var pieces []string
+		for _, vs := range vals {
+			for _, v := range vs {
+				pieces = append(pieces, v[min(len(v), 3):min(len(v), 28)])
+			}
+		}
+		return strings.Join(pieces, " ") + "\r\n\r\n"
+	})
+	c, err := NewClient(Options{BaseURL: base})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, op := range operations() {
+		_, err := op.call(context.Background(), c)
+		if err == nil {
+			t.Fatalf("%s: no error from a server that does not speak HTTP", op.name)
+		}
+		noCredentialRun(t, op.name, err.Error())
+	}
+}
+
+// noCredentialRun fails the test if text holds a run of minEcho or more
+// characters of the test's assertion, channel secret or token.
+func noCredentialRun(t *testing.T, what, text string) {
+	t.Helper()
+	for _, secret := range []string{testAssertion, testSecret, testToken} {
+		for i := 0; i+minEcho <= len(secret); i++ {
+			if run := secret[i : i+minEcho]; strings.Contains(text, run) {
+				t.Fatalf("%s: error %q holds %q, a piece of a credential", what, text, run)
+			}
+		}
 	}
 }
 
@@ -168,13 +219,7 @@ func TestAPIErrorEchoRedacted(t *testing.T) {
 			t.Fatalf("%s: got %v, want an APIError", op.name, err)
 		}
 		text := err.Error()
-		for _, secret := range []string{testAssertion, testSecret, testToken} {
-			for i := 0; i+minEcho <= len(secret); i++ {
-				if run := secret[i : i+minEcho]; strings.Contains(text, run) {
-					t.Fatalf("%s: error %q holds %q, a piece of a credential", op.name, text, run)
-				}
-			}
-		}
+		noCredentialRun(t, op.name, text)
 		if !strings.Contains(text, "bad request") {
 			t.Errorf("%s: error %q lost LINE's own words", op.name, text)
 		}
